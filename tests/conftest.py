@@ -9,9 +9,9 @@ import tempfile
 
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="zeroshot-test-hf-")
 
-import pytest  # noqa: E402
+import pytest
 
-from zeroshot.testing import build_random_components, save_components  # noqa: E402
+from zeroshot.testing import build_random_components, save_components
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,8 @@ def _outputs(components):
     latents, ids, pose = _inputs(components)
     text = components.text_encoder(ids)[0]
     down, mid = components.controlnet(latents, 500, text, controlnet_cond=pose, return_dict=False)
-    noise = components.unet(latents, 500, text, down_block_additional_residuals=down, mid_block_additional_residual=mid)
+    residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+    noise = components.unet(latents, 500, text, **residuals)
     image = components.vae.decode(latents).sample
     return {"text": text, "unet": noise.sample, "mid": mid, "vae": image}
 

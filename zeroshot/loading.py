@@ -210,7 +210,7 @@ def load_components(
 
     Args:
         model (`str`, *optional*, defaults to `DEFAULT_MODEL`):
-            hub id or local diffusers-format folder (with `unet/`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`).
+            hub id or local diffusers-format folder (`unet/`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`).
         controlnet (`str`, *optional*, defaults to `DEFAULT_CONTROLNET`):
             hub id or local folder of a ControlNet, or `None` to load none.
         device (`str` or `torch.device`, *optional*):
@@ -242,9 +242,10 @@ def load_components(
     base = _load_model(model, _BASE_MODEL_PARTS, _BASE_ROLE, resolved_dtype, offline)
     unet = base["unet"]
     if unet_in_channels is not None and unet.config.in_channels != unet_in_channels:
+        expected = "a Stable Diffusion 1.5 model" if unet_in_channels == 4 else "a Qffusion checkpoint"
         raise ZeroshotError(
             f"The UNet of {model!r} takes {unet.config.in_channels} input channels but this job needs "
-            f"{unet_in_channels} ({'a Stable Diffusion 1.5 model' if unet_in_channels == 4 else 'a Qffusion checkpoint'})."
+            f"{unet_in_channels} ({expected})."
         )
     controlnet_model = None
     if controlnet is not None:

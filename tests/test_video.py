@@ -1,0 +1,102 @@
+"""Video and image I/O: round trips, a real video, errors, and outputs that appear only once complete."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from zeroshot.errors import ZeroshotError
+from zeroshot.testing import sample_video_path
+from zeroshot.video import check_output_path, load_image, read_video, write_video
+
+
+def _smooth_frames(count=6, height=48, width=64):
+    """Gradients that move from frame to frame: compressible, so lossy codecs keep them close."""
+    y, x = np.mgrid[0:height, 0:width]
+    frames = [
+        np.stack([(x * 4 + 10 * i) % 256, (y * 5) % 256, np.full_like(x, 40 * i % 256)], -1) for i in range(count)
+    ]
+    return np.stack(frames).astype(np.uint8)
+
+
+@pytest.mark.parametrize("name, tolerance", [("clip.mp4", 6.0), ("clip.gif", 8.0)])
+def test_video_round_trip(tmp_path, name, tolerance):
+    frames = _smooth_frames()
+    path = write_video(frames, tmp_path / name, fps=12.5)
+    video = read_video(path)
+    assert video.frames.shape == frames.shape and video.size == (64, 48)
+    assert video.fps == pytest.approx(12.5, abs=0.05)
+    assert np.abs(video.frames.astype(float) - frames).mean() < tolerance
+    assert sorted(os.listdir(tmp_path)) == [name]  # nothing temporary left behind
+
+
+def test_png_folder_round_trip_is_lossless(tmp_path):
+    frames = _smooth_frames(count=3)
+    folder = write_video(frames, tmp_path / "frames", fps=8)
+    names = sorted(os.listdir(folder))
+    assert names == ["frame_00000.png", "frame_00001.png", "frame_00002.png"]
+    for frame, name in zip(frames, names, strict=True):
+        np.testing.assert_array_equal(np.asarray(Image.open(folder / name)), frame)
+    assert sorted(os.listdir(tmp_path)) == ["frames"]
+
+
+def test_reads_a_real_video():
+    video = read_video(sample_video_path("carphone"))
+    assert video.frames.shape == (120, 144, 176, 3)
+    assert video.fps == pytest.approx(29.97)
+    assert 40 < video.frames.mean() < 220  # real content, not a blank decode
+    assert len(read_video(sample_video_path("carphone"), max_frames=7)) == 7
+
+
+def test_interrupted_write_leaves_nothing_that_looks_complete(tmp_path):
+    class Interrupted(Exception):
+        pass
+
+    class FramesThatFail:
+        """Frames whose 4th element cannot be had, as when generation dies mid-way."""
+
+        def __init__(self, frames):
+            self.frames = frames
+
+        def __array__(self, dtype=None, copy=None):
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        write_video(FramesThatFail(_smooth_frames()), tmp_path / "out.mp4", fps=10)
+    assert os.listdir(tmp_path) == []
+
+
+def test_bad_paths_and_files(tmp_path):
+    with pytest.raises(ZeroshotError, match=r"Video .*missing.mp4.* does not exist"):
+        read_video(tmp_path / "missing.mp4")
+    (tmp_path / "notes.mp4").write_text("not a video")
+    with pytest.raises(ZeroshotError, match=r"Cannot read .*notes.mp4.* as a video"):
+        read_video(tmp_path / "notes.mp4")
+    with pytest.raises(ZeroshotError, match=r"use a .mp4 or .gif file or a folder path"):
+        check_output_path(tmp_path / "out.avi")
+    with pytest.raises(ZeroshotError, match=r"Output folder .*nowhere.* does not exist"):
+        check_output_path(tmp_path / "nowhere" / "out.mp4")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x.png").write_bytes(b"")
+    with pytest.raises(ZeroshotError, match=r"already exists and is not empty"):
+        check_output_path(tmp_path / "full")
+    with pytest.raises(ZeroshotError, match=r"Image .*nope.png.* does not exist"):
+        load_image(tmp_path / "nope.png")
+    with pytest.raises(ZeroshotError, match=r"is not an image that can be read"):
+        load_image(tmp_path / "notes.mp4")
+
+
+def test_unwritable_output_folder(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        # Root ignores permission bits; /proc/sys is read-only even for root on Linux.
+        unwritable = locked if not os.access(locked, os.W_OK) else Path("/proc/sys")
+        assert not os.access(unwritable, os.W_OK)
+        with pytest.raises(ZeroshotError, match="is not writable"):
+            check_output_path(unwritable / "out.mp4")
+    finally:
+        locked.chmod(0o700)

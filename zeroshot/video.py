@@ -1,0 +1,223 @@
+"""Reading and writing images, videos and frame folders, with clear errors and no half-written outputs.
+
+Frames are `uint8` RGB arrays of shape `[frames, height, width, 3]` throughout. Videos go through the ffmpeg binary
+that `imageio-ffmpeg` ships (no system ffmpeg needed); GIFs and PNG frames through Pillow. Every writer writes to a
+hidden temporary name beside the target and renames it into place only once complete, so an interrupted run never
+leaves a file or folder that looks finished.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import ZeroshotError
+
+#: Suffixes read as videos by [`read_video`].
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".gif")
+#: Suffixes read as images.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+@dataclass
+class Video:
+    """Decoded frames and their frame rate.
+
+    Args:
+        frames (`np.ndarray`): `uint8` RGB frames, `[frames, height, width, 3]`.
+        fps (`float`): frames per second.
+    """
+
+    frames: np.ndarray
+    fps: float
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """`(width, height)` of the frames."""
+        return self.frames.shape[2], self.frames.shape[1]
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Opens an image file as RGB.
+
+    Raises:
+        [`~zeroshot.errors.ZeroshotError`]: the file is missing or is not an image Pillow can read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ZeroshotError(f"Image {str(path)!r} does not exist.")
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError) as error:
+        raise ZeroshotError(f"{str(path)!r} is not an image that can be read (PNG, JPEG, ...): {error}") from error
+
+
+def read_video(path: str | os.PathLike, max_frames: int | None = None) -> Video:
+    """Decodes a video file (any format ffmpeg reads) or an animated GIF.
+
+    Args:
+        path (`str` or `os.PathLike`): the video file.
+        max_frames (`int`, *optional*): stop after this many frames.
+
+    Raises:
+        [`~zeroshot.errors.ZeroshotError`]: the file is missing, cannot be decoded, or holds no frames.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ZeroshotError(f"Video {str(path)!r} does not exist.")
+    if path.suffix.lower() == ".gif":
+        video = _read_gif(path, max_frames)
+    else:
+        video = _read_with_ffmpeg(path, max_frames)
+    if len(video) == 0:
+        raise ZeroshotError(f"Video {str(path)!r} holds no frames.")
+    return video
+
+
+def _read_gif(path: Path, max_frames: int | None) -> Video:
+    try:
+        with Image.open(path) as image:
+            frames, durations = [], []
+            for index in range(getattr(image, "n_frames", 1)):
+                if max_frames is not None and index >= max_frames:
+                    break
+                image.seek(index)
+                frames.append(np.asarray(image.convert("RGB")))
+                durations.append(image.info.get("duration", 100) or 100)
+    except (UnidentifiedImageError, OSError) as error:
+        raise ZeroshotError(f"Cannot read {str(path)!r} as a GIF: {error}") from error
+    fps = 1000.0 / float(np.mean(durations)) if durations else 10.0
+    return Video(np.stack(frames) if frames else np.zeros((0, 1, 1, 3), np.uint8), fps)
+
+
+def _read_with_ffmpeg(path: Path, max_frames: int | None) -> Video:
+    import imageio_ffmpeg
+
+    try:
+        reader = imageio_ffmpeg.read_frames(str(path))
+        meta = next(reader)
+    except (OSError, RuntimeError, StopIteration) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ZeroshotError(f"Cannot read {str(path)!r} as a video ({first_line}). Is it a video file?") from error
+    width, height = meta["size"]
+    frames = []
+    try:
+        for raw in reader:
+            frames.append(np.frombuffer(raw, np.uint8).reshape(height, width, 3))
+            if max_frames is not None and len(frames) >= max_frames:
+                break
+    except RuntimeError as error:
+        raise ZeroshotError(f"Decoding {str(path)!r} failed after {len(frames)} frames: {error}") from error
+    finally:
+        reader.close()
+    stacked = np.stack(frames) if frames else np.zeros((0, height, width, 3), np.uint8)
+    return Video(stacked, float(meta.get("fps") or 25.0))
+
+
+def output_kind(path: str | os.PathLike) -> str:
+    """What [`write_video`] writes for `path`: `"mp4"`, `"gif"` or `"frames"` (a folder of PNGs, for a path without
+    a suffix).
+
+    Raises:
+        [`~zeroshot.errors.ZeroshotError`]: the suffix is not one of `.mp4`, `.gif` or none.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix in (".mp4", ".gif"):
+        return suffix[1:]
+    if suffix == "":
+        return "frames"
+    raise ZeroshotError(
+        f"Cannot write {str(path)!r}: the output is chosen by the path, so use a .mp4 or .gif file or a folder path "
+        f"without a suffix (for PNG frames)."
+    )
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """Checks, before any work starts, that [`write_video`] will be able to write `path`.
+
+    Raises:
+        [`~zeroshot.errors.ZeroshotError`]: the suffix is unknown, the parent folder is missing or not writable, or a
+        frame folder already exists and is not empty.
+    """
+    path = Path(path)
+    kind = output_kind(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ZeroshotError(f"Output folder {str(parent)!r} does not exist; create it or choose another --out.")
+    if not os.access(parent, os.W_OK):
+        raise ZeroshotError(f"Output folder {str(parent)!r} is not writable; choose another --out.")
+    if kind == "frames" and path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise ZeroshotError(f"Output folder {str(path)!r} already exists and is not empty; remove it or pick another.")
+    return path
+
+
+def write_video(frames: np.ndarray | Sequence[np.ndarray], path: str | os.PathLike, fps: float) -> Path:
+    """Writes frames as an H.264 `.mp4`, a looping `.gif`, or a folder of `frame_00000.png` files, by the path.
+
+    The output appears at `path` only once complete (written under a temporary name, then renamed).
+
+    Args:
+        frames (`np.ndarray` or sequence of arrays): `uint8` RGB frames `[frames, height, width, 3]`.
+        path (`str` or `os.PathLike`): `.mp4`, `.gif`, or a folder path without a suffix.
+        fps (`float`): frames per second.
+
+    Returns:
+        `Path`: the written path.
+    """
+    path = check_output_path(path)
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
+        raise ValueError(f"Expected uint8 frames [frames, height, width, 3], got {frames.dtype} {frames.shape}.")
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}.")
+    kind = output_kind(path)
+    if kind == "frames":
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+        try:
+            for index, frame in enumerate(frames):
+                Image.fromarray(frame).save(staging / f"frame_{index:05d}.png")
+            if path.exists():
+                path.rmdir()  # empty, as check_output_path made sure
+            staging.rename(path)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return path
+    handle, staging_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial.{kind}", dir=path.parent)
+    os.close(handle)
+    staging = Path(staging_name)
+    try:
+        if kind == "gif":
+            images = [Image.fromarray(frame) for frame in frames]
+            images[0].save(staging, save_all=True, append_images=images[1:], duration=1000.0 / fps, loop=0)
+        else:
+            _write_mp4(frames, staging, fps)
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+    return path
+
+
+def _write_mp4(frames: np.ndarray, path: Path, fps: float) -> None:
+    import imageio_ffmpeg
+
+    height, width = frames.shape[1:3]
+    if height % 2 or width % 2:
+        raise ValueError(f"H.264 needs even frame sizes, got {width}x{height}.")
+    writer = imageio_ffmpeg.write_frames(
+        str(path), (width, height), fps=fps, codec="libx264", quality=8, macro_block_size=1, output_params=["-y"]
+    )
+    writer.send(None)
+    for frame in frames:
+        writer.send(np.ascontiguousarray(frame))
+    writer.close()
