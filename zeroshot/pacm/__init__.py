@@ -18,6 +18,7 @@ from .ddim import DDIMSchedule, guided_noise
 from .denoiser import ControlledDenoiser
 from .progress import PACMProgress
 from .prompt import PromptEmbeddings, encode_prompt, subject_token_indices
+from .reconstruction import reconstruct_source, relative_error
 from .run import PACMResult, run_pacm
 from .settings import PACM_MODES, STAGES, PACMSettings
 
@@ -37,6 +38,8 @@ __all__ = [
     "encode_prompt",
     "guided_noise",
     "model_fingerprint",
+    "reconstruct_source",
+    "relative_error",
     "run_pacm",
     "subject_token_indices",
 ]

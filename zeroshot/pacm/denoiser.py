@@ -18,11 +18,16 @@ class ControlledDenoiser:
 
     Args:
         components ([`~zeroshot.components.ModelComponents`]): the models; `controlnet` must be set.
-        counter ([`EvaluationCounter`]): receives one count per latent evaluated.
+        counter ([`EvaluationCounter`], *optional*): receives one count per latent evaluated.
         conditioning_scale (`float`, *optional*, defaults to 1.0): scale of the ControlNet residuals.
     """
 
-    def __init__(self, components: ModelComponents, counter: EvaluationCounter, conditioning_scale: float = 1.0):
+    def __init__(
+        self,
+        components: ModelComponents,
+        counter: EvaluationCounter | None = None,
+        conditioning_scale: float = 1.0,
+    ):
         if components.controlnet is None:
             raise ZeroshotError("PACM needs the pose ControlNet; load the models with a --controlnet.")
         self.unet = components.unet
@@ -55,5 +60,6 @@ class ControlledDenoiser:
             mid_block_additional_residual=mid,
             return_dict=False,
         )[0].float()
-        self.counter.count(noise)
+        if self.counter is not None:
+            self.counter.count(noise)
         return noise

@@ -2,8 +2,9 @@
 
 Every frame starts at `Z_T` and samples with its own pose `p_i`; frames are independent, so a batch of frames gives
 what each frame alone gives (to float tolerance). In paper mode each frame's embedding at step `t` starts from the
-source's `∅_s,t` and takes gradient step(s) towards the source trajectory `Z_{t-1}`; the fast modes only sample
-(negative-prompt: one pass per step; direct: two, recording each frame's offset to the source trajectory).
+source's `∅_s,t` and takes gradient step(s) towards the source trajectory `Z_{t-1}`. The fast modes optimise nothing:
+each frame samples as generation will (negative-prompt: one pass per step, the prompt in both slots; direct: two
+passes, then the source's offset added), to record its attention maps.
 """
 
 from __future__ import annotations
@@ -27,15 +28,12 @@ class FrameConditioning:
 
     Args:
         embeddings (`torch.Tensor | None`): `[n, T, L, D]` float32 pose-aware embeddings of the optimised slot
-            (`∅~_i,t`), in paper mode; `None` in the fast modes, where frames use the source's embeddings.
-        offsets (`torch.Tensor | None`): `[n, T, 4, h, w]` in direct mode: `Z_{t-1}` minus the frame's own sample
-            at step `t` (what puts the frame back on the source trajectory).
+            (`∅~_i,t`), in paper mode; `None` in the fast modes, where frames use the source's conditioning.
         attention_maps (`torch.Tensor | None`): `[n, T, h, w]` float32 subject-token cross-attention maps of the
             conditional pass at each step, when recorded.
     """
 
     embeddings: torch.Tensor | None
-    offsets: torch.Tensor | None
     attention_maps: torch.Tensor | None
 
 
@@ -63,9 +61,8 @@ def frame_conditioning(
     """
     num_steps, n = len(schedule), poses.shape[0]
     current = latents[num_steps][None].expand(n, -1, -1, -1)
-    embeddings, offsets, maps = [], [], []
+    embeddings, maps = [], []
     for step in range(num_steps):
-        target = latents[num_steps - step - 1][None]
         if settings.mode == "paper":
             result = optimize_step(
                 denoiser,
@@ -75,7 +72,7 @@ def frame_conditioning(
                 poses,
                 source.embeddings[step][None].expand(n, -1, -1),
                 source.fixed_embedding,
-                target,
+                latents[num_steps - step - 1][None],
                 settings,
                 settings.frame_inner_steps,
                 resample=False,
@@ -86,8 +83,6 @@ def frame_conditioning(
             embeddings.append(result.embeddings)
         else:
             current, step_maps = _sample_step(denoiser, schedule, step, current, poses, source, settings, recording)
-            if settings.mode == "direct":
-                offsets.append(target - current)
         ensure_finite(current, "latents", "frames", step, num_steps)
         if step_maps is not None:
             maps.append(step_maps)
@@ -95,7 +90,6 @@ def frame_conditioning(
             on_step(step)
     return FrameConditioning(
         embeddings=torch.stack(embeddings, dim=1) if embeddings else None,
-        offsets=torch.stack(offsets, dim=1) if offsets else None,
         attention_maps=torch.stack(maps, dim=1) if maps else None,
     )
 
@@ -111,7 +105,7 @@ def _sample_step(
     settings: PACMSettings,
     recording: Recording | None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One guided step of every frame with the source's embeddings (no optimisation); returns samples and maps."""
+    """One guided step of every frame with the source's conditioning (no optimisation); returns samples and maps."""
     n = current.shape[0]
     unconditional, conditional = source.guidance_embeddings(step)
     timestep = int(schedule.timesteps[step])
@@ -126,4 +120,7 @@ def _sample_step(
     maps = read_maps()
     if maps is not None and maps.shape[0] == 2 * n:
         maps = maps[n:]
-    return schedule.sample_step(current, noise, step), maps
+    sampled = schedule.sample_step(current, noise, step)
+    if source.offsets is not None:
+        sampled = sampled + source.offsets[step]
+    return sampled, maps

@@ -46,7 +46,7 @@ def subject_attention_recording(
 
 
 def character_masks(attention_maps: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Boolean character masks `[..., h, w]` from attention maps `[..., h, w]` (each map normalised by its maximum,
-    then thresholded)."""
+    """Character masks `[..., h, w]` (float32 0 or 1) from attention maps `[..., h, w]`: each map divided by its
+    maximum, then `> threshold`."""
     flat = attention_maps.reshape(-1, *attention_maps.shape[-2:])
     return attention_maps_to_masks(flat, threshold=threshold).reshape(attention_maps.shape)

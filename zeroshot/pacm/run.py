@@ -42,13 +42,12 @@ class PACMResult:
         source_embeddings (`torch.Tensor`): `[T, L, D]` the source's per-step embeddings `∅_s,t` (frame 0).
         frame_embeddings (`torch.Tensor | None`): `[F, T, L, D]` each target frame's per-step pose-aware embeddings
             `∅~_i,t` (paper mode); `None` in the fast modes, where frames use `source_embeddings`.
-        source_offsets (`torch.Tensor | None`): `[T, 4, h, w]` (direct mode) added to frame 0's sample after step
-            `i`, which makes it retrace `latents` exactly.
-        frame_offsets (`torch.Tensor | None`): `[F, T, 4, h, w]` (direct mode) the source latent minus each target
-            frame's own sample after each step (its own trajectory, from `Z_T` with its pose and the prompt).
+        source_offsets (`torch.Tensor | None`): `[T, 4, h, w]` in direct mode: added to every frame's latent (frame 0
+            and the target frames) after sampling step `i`; frame 0 then retraces `latents` exactly.
         attention_maps (`torch.Tensor | None`): `[F, T, h, w]` subject-token cross-attention maps of each target frame
             at each step (`None` without a subject).
         masks (`torch.Tensor | None`): `[F, T, h, w]` boolean character masks `M_i,t` from `attention_maps`.
+        num_frames (`int`): the number of target frames `F`.
         stats (`dict[str, StageStats]`): per stage (`"ddim_inversion"`, `"source"`, `"frames"`): UNet forward and
             backward evaluations, wall time, what came from the cache.
         guidance_scale (`float`): the guidance the embeddings were made for.
@@ -62,22 +61,14 @@ class PACMResult:
     source_embeddings: torch.Tensor
     frame_embeddings: torch.Tensor | None
     source_offsets: torch.Tensor | None
-    frame_offsets: torch.Tensor | None
     attention_maps: torch.Tensor | None
     masks: torch.Tensor | None
+    num_frames: int
     stats: dict[str, StageStats]
 
     @property
     def guidance_scale(self) -> float:
         return self.settings.guidance_scale
-
-    @property
-    def num_frames(self) -> int:
-        """Number of target frames."""
-        for tensor in (self.frame_embeddings, self.frame_offsets, self.attention_maps):
-            if tensor is not None:
-                return tensor.shape[0]
-        return 0
 
     def guidance_embeddings(self, step: int, frame: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The `(unconditional, conditional)` `[L, D]` embeddings of sampling step `step` for target frame `frame`
@@ -170,14 +161,14 @@ def run_pacm(
         _CacheKeys(components, source_latent, prompt, source_pose, target_poses, settings) if cache.enabled else None
     )
     try:
+        # The main process runs (or reads) the source stages; the others receive their results.
         if sharding.is_main_process:
             latents = _inversion_stage(denoiser, schedule, cache, keys, source_latent, prompt, source_pose, reporter)
             source = _source_stage(denoiser, schedule, cache, keys, latents, prompt, source_pose, settings, reporter)
-            shared = (latents.cpu(), _to(source, "cpu"))
-        else:
-            shared = None
-        latents, source = sharding.broadcast(shared)
-        latents, source = latents.to(device), _to(source, device)
+        if sharding.num_processes > 1:
+            shared = (latents.cpu(), _to(source, "cpu")) if sharding.is_main_process else None
+            latents, source = sharding.broadcast(shared)
+            latents, source = latents.to(device), _to(source, device)
         frames = _frames_stage(
             denoiser, schedule, cache, keys, latents, source, prompt, target_poses, settings, sharding, reporter
         )
@@ -196,9 +187,9 @@ def run_pacm(
         source_embeddings=source.embeddings,
         frame_embeddings=frames.embeddings,
         source_offsets=source.offsets,
-        frame_offsets=frames.offsets,
         attention_maps=maps,
         masks=character_masks(maps, settings.mask_threshold) if maps is not None else None,
+        num_frames=num_frames,
         stats=stats,
     )
 
@@ -295,7 +286,7 @@ def _source_stage(
         return source
 
 
-_FRAME_TENSORS = ("embeddings", "offsets", "attention_maps")
+_FRAME_TENSORS = ("embeddings", "attention_maps")
 
 
 def _frames_stage(
@@ -312,6 +303,8 @@ def _frames_stage(
     reporter: ProgressReporter,
 ) -> FrameConditioning:
     num_steps, num_frames = len(schedule), target_poses.shape[0]
+    if settings.mode != "paper" and not prompt.subject_token_indices:
+        return FrameConditioning(embeddings=None, attention_maps=None)  # fast modes compute frames only for masks
     with denoiser.counter.stage("frames") as stats:
         # The main process decides which frames are pending, so that all processes split the same list.
         results: dict[int, dict[str, torch.Tensor]] = {}

@@ -12,8 +12,9 @@ from typing import Literal
 #: - `"negative-prompt"`: negative-prompt inversion (Miyake et al., 2023): the prompt embedding fills both guidance
 #:   slots, so guided sampling equals the unguided DDIM inversion it mirrors; no optimisation, no gradients.
 #: - `"direct"`: direct inversion (Ju et al., 2023): no optimisation; per step, the latent offset that puts the guided
-#:   sample back on the inversion trajectory is recorded (frame 0 then reconstructs exactly, whatever the model), and
-#:   each target frame's offset to the source trajectory is recorded along its own trajectory.
+#:   sample of the source back on the inversion trajectory is recorded, and every frame adds it after that step
+#:   (frame 0 then reconstructs exactly, whatever the model; the other frames keep the source's correction of the
+#:   guidance drift, as paper-mode frames start from the source's embeddings).
 PACMMode = Literal["paper", "negative-prompt", "direct"]
 PACM_MODES: tuple[str, ...] = ("paper", "negative-prompt", "direct")
 
@@ -115,8 +116,8 @@ class PACMSettings:
             )
         if self.early_stop_epsilon < 0 or self.early_stop_slope < 0:
             raise ValueError("early_stop_epsilon and early_stop_slope must be >= 0 (both 0 disables early stopping).")
-        if not 0.0 < self.mask_threshold < 1.0:
-            raise ValueError(f"mask_threshold={self.mask_threshold} must lie strictly between 0 and 1.")
+        if not 0.0 <= self.mask_threshold < 1.0:
+            raise ValueError(f"mask_threshold={self.mask_threshold} must lie in [0, 1).")
 
     def learning_rate_at(self, step: int) -> float:
         """Adam's learning rate at sampling step `step` (0 is the noisiest)."""

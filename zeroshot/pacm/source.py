@@ -4,7 +4,7 @@
   source pose, guidance 7.5;
 - negative-prompt mode: the prompt embedding in both slots, with no model evaluation at all;
 - direct mode: the prompt's embeddings as they are, plus the latent offset that puts each guided step back on the
-  inversion trajectory (no gradients).
+  inversion trajectory (no gradients; added to every frame at generation, so frame 0 retraces `Z_T..Z_0`).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ class SourceConditioning:
             `optimized_slot` (`∅_s,t` of the paper).
         fixed_embedding (`torch.Tensor`): `[L, D]` the other slot's embedding, the same at every step.
         optimized_slot (`str`): `"conditional"` or `"unconditional"`.
-        offsets (`torch.Tensor | None`): `[T, 4, h, w]` float32 in direct mode: add `offsets[i]` to the result of
-            sampling step `i`.
+        offsets (`torch.Tensor | None`): `[T, 4, h, w]` float32 in direct mode: `Z_{T-i-1}` minus the guided DDIM
+            step from `Z_{T-i}`; added to every frame's latent after sampling step `i`.
     """
 
     embeddings: torch.Tensor
