@@ -22,7 +22,7 @@ def ensure_finite(tensor: torch.Tensor, what: str, stage: str, step: int, num_st
     """
     if not bool(torch.isfinite(tensor).all()):
         raise ZeroshotError(
-            f"PACM stage {stage!r} produced a non-finite {what} at step {step + 1} of {num_steps}. Finished stages "
-            "stay cached. Try a lower learning rate, --dtype fp32 (half precision can overflow), or check that the "
-            "source image and poses are valid."
+            f"PACM stage {stage!r} produced non-finite {what} (NaN or infinity) at step {step + 1} of {num_steps}. "
+            "Finished stages stay cached. Try a lower learning rate, --dtype fp32 (half precision can overflow), or "
+            "check that the source image and poses are valid."
         )
