@@ -30,7 +30,7 @@ def _inputs(components, frames, seed=0):
 def test_batched_frames_equal_frames_one_at_a_time(tiny_components):
     latent, pose, _, prompt = _inputs(tiny_components, 0)
     targets = torch.cat([pose, 1 - pose, torch.zeros_like(pose)])
-    common = dict(num_inference_steps=10, learning_rate=5e-2, frame_inner_steps=2)
+    common = dict(num_inference_steps=10, learning_rate=5e-2, source_inner_steps=2, frame_inner_steps=2)
     batched = run_pacm(
         tiny_components, latent, prompt, pose, targets, PACMSettings(frame_chunk_size=3, **common), progress_bar=False
     )
