@@ -87,7 +87,7 @@ def read_openpose_json(path: str | os.PathLike, *, size: tuple[int, int] | None 
         logger.info("%d frames of %s hold several people; took the most confident one in each.", crowded, path)
     canvases = [frame.canvas or size for frame in frames]
     if any(canvas is None for canvas in canvases):
-        if any(_largest_coordinate(frame) > 1.0 for frame in frames):
+        if not _normalised(frames):
             raise ZeroshotError(
                 f"{str(path)!r} gives keypoints in pixels but not the size of the canvas they belong to: give the "
                 f"width and height of the video the poses were detected on."
@@ -103,7 +103,7 @@ def read_openpose_json(path: str | os.PathLike, *, size: tuple[int, int] | None 
                 f"{frame.where}: canvas {other[0]}x{other[1]} differs from the first frame's {canvas[0]}x{canvas[1]}; "
                 f"all frames of a pose sequence must share one canvas size."
             )
-    normalised = frames[0].canvas is None and all(_largest_coordinate(frame) <= 1.0 for frame in frames)
+    normalised = frames[0].canvas is None and _normalised(frames)
     scale = np.ones(2) if normalised else 1.0 / np.asarray(canvas, dtype=np.float64)
     for frame in frames:
         for points in (frame.body, frame.face, frame.hands):
@@ -313,14 +313,14 @@ def _points(values: Any, key: str, where: str, counts: tuple[int, ...]) -> np.nd
     return points
 
 
-def _largest_coordinate(frame: _Frame) -> float:
+def _normalised(frames: list[_Frame]) -> bool:
+    """Whether every present coordinate lies within [0, 1], up to the canvas tolerance (normalised keypoints)."""
     largest = 0.0
-    for points in (frame.body, frame.face, frame.hands):
-        if points is not None:
-            confident = points[points[..., 2] > 0]
-            if len(confident):
-                largest = max(largest, float(confident[:, :2].max()))
-    return largest
+    for frame in frames:
+        for points in (frame.body, frame.face, frame.hands):
+            if points is not None and (points[..., 2] > 0).any():
+                largest = max(largest, float(points[points[..., 2] > 0][:, :2].max()))
+    return largest <= 1.0 + CANVAS_TOLERANCE
 
 
 def _check_inside_canvas(frame: _Frame, canvas: tuple[int, int]) -> None:
