@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from zeroshot.cli import run
 
 # subcommand -> module of zeroshot.bench that implements it (with `add_arguments(parser)` and `main(args)`)
-SUBCOMMANDS: dict[str, str] = {"poses": "zeroshot.bench.poses"}
+SUBCOMMANDS: dict[str, str] = {"pacm": "zeroshot.bench.pacm", "poses": "zeroshot.bench.poses"}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

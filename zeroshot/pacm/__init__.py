@@ -12,6 +12,7 @@ Stages (all with the OpenPose ControlNet in every UNet pass):
 Entry point: [`run_pacm`]; results are cached on disk, resumable, and can be sharded over processes.
 """
 
+from .arguments import add_pacm_arguments, default_cache_dir, pacm_cache_dir_from_args, pacm_settings_from_args
 from .cache import CACHE_FORMAT, PACMCache, model_fingerprint
 from .counters import EvaluationCounter, StageStats
 from .ddim import DDIMSchedule, guided_noise
@@ -35,9 +36,13 @@ __all__ = [
     "PACMSettings",
     "PromptEmbeddings",
     "StageStats",
+    "add_pacm_arguments",
+    "default_cache_dir",
     "encode_prompt",
     "guided_noise",
     "model_fingerprint",
+    "pacm_cache_dir_from_args",
+    "pacm_settings_from_args",
     "reconstruct_source",
     "relative_error",
     "run_pacm",

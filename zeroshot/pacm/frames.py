@@ -113,13 +113,15 @@ def _sample_step(
         if settings.mode == "negative-prompt":
             # Negative-prompt inversion: both slots hold the prompt, so guidance changes nothing; one pass suffices.
             noise = denoiser(current, timestep, conditional.expand(n, -1, -1), poses)
+            conditional_rows = slice(0, n)
         else:
             text = torch.cat([unconditional.expand(n, -1, -1), conditional.expand(n, -1, -1)])
             both = denoiser(torch.cat([current, current]), timestep, text, torch.cat([poses, poses]))
             noise = guided_noise(*both.chunk(2), settings.guidance_scale)
+            conditional_rows = slice(n, 2 * n)
     maps = read_maps()
-    if maps is not None and maps.shape[0] == 2 * n:
-        maps = maps[n:]
+    if maps is not None:
+        maps = maps[conditional_rows]
     sampled = schedule.sample_step(current, noise, step)
     if source.offsets is not None:
         sampled = sampled + source.offsets[step]

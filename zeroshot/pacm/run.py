@@ -242,7 +242,12 @@ def _inversion_stage(
             on_step=lambda step: reporter.step("ddim_inversion", step, num_steps),
         )
         if keys is not None:
-            cache.save("ddim_inversion", keys.inversion, {"latents": latents, "timesteps": schedule.timesteps}, {})
+            tensors = {"latents": latents, "timesteps": schedule.timesteps}
+            description = {
+                "num_inference_steps": num_steps,
+                "controlnet_conditioning_scale": denoiser.conditioning_scale,
+            }
+            cache.save("ddim_inversion", keys.inversion, tensors, description)
         return latents
 
 
