@@ -65,7 +65,8 @@ class PACMSettings:
         source_inner_steps (`int`, *optional*, defaults to 10):
             Adam steps per timestep of the pose-aware inversion of the source.
         frame_inner_steps (`int`, *optional*, defaults to 1):
-            gradient steps per timestep of each frame's pose-aware embedding (Alg. 1 takes one).
+            gradient steps per timestep of each frame's pose-aware embedding (Alg. 1 takes one; 0 samples the frames
+            with the source's embeddings, for their masks only).
         learning_rate (`float`, *optional*, defaults to 1e-2):
             Adam learning rate at step 0.
         learning_rate_decay (`float`, *optional*, defaults to 1e-2):
@@ -109,7 +110,8 @@ class PACMSettings:
         for name in ("learning_rate", "guidance_scale"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be positive.")
-        if self.learning_rate_decay < 0 or self.learning_rate_at(self.num_inference_steps - 1) <= 0:
+        decays_to_zero = self.mode == "paper" and self.learning_rate_at(self.num_inference_steps - 1) <= 0
+        if self.learning_rate_decay < 0 or decays_to_zero:
             raise ValueError(
                 f"learning_rate_decay={self.learning_rate_decay} must be >= 0 and keep the learning rate positive "
                 f"over {self.num_inference_steps} steps (below {1 / max(self.num_inference_steps - 1, 1):.3g})."
