@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -171,12 +172,12 @@ def _fill_in_time(values: np.ndarray, found: np.ndarray) -> np.ndarray:
 
 
 def detect_portrait_landmarks(
-    frames: np.ndarray, *, video: bool = True, progress: bool = True, what: str = "the video"
+    frames: Iterable[np.ndarray], *, video: bool = True, progress: bool = True, what: str = "the video"
 ) -> PortraitLandmarks:
     """Runs MediaPipe face mesh (478 points) and pose (shoulders, elbows) on RGB frames.
 
     Args:
-        frames (`np.ndarray`): `uint8` RGB frames `[frames, height, width, 3]`.
+        frames (`np.ndarray` or iterable of arrays): `uint8` RGB frames `[height, width, 3]`, an array or a stream.
         video (`bool`, *optional*, defaults to `True`): the frames are consecutive video frames (MediaPipe then
             tracks landmarks across frames); `False` detects each frame on its own.
         progress (`bool`, *optional*, defaults to `True`): show a progress bar.
@@ -186,42 +187,49 @@ def detect_portrait_landmarks(
         [`PortraitLandmarks`]: with frames that had no face (or no pose) filled in by interpolation in time.
 
     Raises:
-        [`~zeroshot.errors.ZeroshotError`]: no frame shows a face.
+        [`~zeroshot.errors.ZeroshotError`]: there are no frames, or no frame shows a face.
     """
     from mediapipe.python.solutions.face_mesh import FaceMesh
     from mediapipe.python.solutions.pose import Pose
 
-    frames = np.asarray(frames)
-    face = np.zeros((len(frames), FACE_LANDMARKS, 3), np.float32)
-    pose = np.zeros((len(frames), len(POSE_LANDMARKS), 3), np.float32)
-    face_found = np.zeros(len(frames), bool)
-    pose_found = np.zeros(len(frames), bool)
+    faces, poses, face_found, pose_found = [], [], [], []
+    no_face = np.zeros((FACE_LANDMARKS, 3), np.float32)
+    no_pose = np.zeros((len(POSE_LANDMARKS), 3), np.float32)
+    total = len(frames) if hasattr(frames, "__len__") else None
     with (
         FaceMesh(static_image_mode=not video, max_num_faces=1, refine_landmarks=True) as face_mesh,
         Pose(static_image_mode=not video, model_complexity=1) as pose_model,
     ):
-        for index, frame in enumerate(tqdm(frames, desc="face landmarks", disable=not progress, leave=False)):
+        for frame in tqdm(frames, total=total, desc="landmarks", disable=not progress, leave=False):
             frame = np.ascontiguousarray(frame)
             result = face_mesh.process(frame)
+            face_found.append(bool(result.multi_face_landmarks))
             if result.multi_face_landmarks:
-                points = result.multi_face_landmarks[0].landmark
-                face[index] = [(p.x, p.y, p.z) for p in points]
-                face_found[index] = True
+                faces.append(np.array([(p.x, p.y, p.z) for p in result.multi_face_landmarks[0].landmark], np.float32))
+            else:
+                faces.append(no_face)
             result = pose_model.process(frame)
-            if result.pose_landmarks:
+            pose_found.append(result.pose_landmarks is not None)
+            if result.pose_landmarks is not None:
                 points = result.pose_landmarks.landmark
-                pose[index] = [(points[i].x, points[i].y, points[i].visibility) for i in POSE_LANDMARKS]
-                pose_found[index] = True
+                poses.append(np.array([(points[i].x, points[i].y, points[i].visibility) for i in POSE_LANDMARKS]))
+            else:
+                poses.append(no_pose)
+    if not faces:
+        raise ZeroshotError(f"{what[0].upper()}{what[1:]} holds no frames.")
+    face_found, pose_found = np.array(face_found), np.array(pose_found)
     if not face_found.any():
         raise ZeroshotError(
             f"No face was found in {what}. The face conditions need a visible face; for whole bodies use a checkpoint "
             f"trained with --condition body."
         )
     if not face_found.all():
-        logger.info("No face in %d of %d frames of %s: interpolated.", (~face_found).sum(), len(frames), what)
+        logger.info("No face in %d of %d frames of %s: interpolated.", (~face_found).sum(), len(faces), what)
+    face = _fill_in_time(np.stack(faces), face_found)
+    pose = np.stack(poses).astype(np.float32)
     if pose_found.any():
         pose = _fill_in_time(pose, pose_found)
-    return PortraitLandmarks(_fill_in_time(face, face_found), pose)
+    return PortraitLandmarks(face, pose)
 
 
 def _thickness(width: int, height: int) -> int:
@@ -280,9 +288,9 @@ CONDITION_KINDS = ("face", "body")
 
 
 def detect_landmarks(
-    kind: str, frames: np.ndarray, *, video: bool = True, progress: bool = True, what: str = "the video"
+    kind: str, frames: Iterable[np.ndarray], *, video: bool = True, progress: bool = True, what: str = "the video"
 ) -> PortraitLandmarks:
-    """Landmarks of condition `kind` (`"face"` or `"body"`) for RGB `frames` `[N, H, W, 3]`; see
+    """Landmarks of condition `kind` (`"face"` or `"body"`) for RGB frames (an array or a stream); see
     [`detect_portrait_landmarks`] for the arguments."""
     if kind == "face":
         return detect_portrait_landmarks(frames, video=video, progress=progress, what=what)
