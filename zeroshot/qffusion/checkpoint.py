@@ -138,8 +138,14 @@ def _load_unet_file(
             f"The UNet weights in {str(path)!r} do not fit the UNet of the base model {model!r} ({details}). Pass the "
             f"base model the checkpoint was trained from with --model."
         )
-    components.unet = unet.to(device, dtype).eval()
+    components.unet = _to(unet, device, dtype).eval()
     return components, metadata
+
+
+def _to(model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """Moves a freshly built (float32) model; casts only when needed (diffusers warns on every dtype cast)."""
+    model.to(device)
+    return model if dtype == torch.float32 else model.to(dtype)
 
 
 def _load_vae(reference: str, base_vae: AutoencoderKL, device: torch.device, dtype: torch.dtype) -> AutoencoderKL:
@@ -155,7 +161,7 @@ def _load_vae(reference: str, base_vae: AutoencoderKL, device: torch.device, dty
                 f"The VAE weights in {reference!r} do not fit the base model's VAE ({len(missing)} missing, "
                 f"{len(unexpected)} unexpected keys)."
             )
-        return vae.to(device, dtype).eval()
+        return _to(vae, device, dtype).eval()
     if path.is_dir():
         subfolder = "vae" if (path / "vae" / "config.json").is_file() else None
         if subfolder is None and not (path / "config.json").is_file():
