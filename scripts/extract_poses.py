@@ -1,0 +1,85 @@
+"""Extract a person's poses from a video as OpenPose JSON (COCO-18), offline.
+
+  python scripts/extract_poses.py dance.mp4 -o dance_poses.json
+  python scripts/extract_poses.py dance.mp4 -o dance_poses --smooth 1.5 --render dance_poses.mp4
+  python scripts/extract_poses.py dance.mp4 -o dance_poses.json --detector openpose --weights ./annotators --hands
+
+mediapipe (the default) needs no weights and no network. controlnet-aux's OpenPose and DWPose need the `detectors`
+extra (pip install -e ".[detectors]") and their weights as a local folder. Frames in which no person is found are
+filled from their neighbours, and counted in the summary. The frame rate and the video size are kept in the output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from zeroshot.cli import run
+from zeroshot.errors import ZeroshotError
+from zeroshot.poses import (
+    DETECTORS,
+    check_openpose_output_path,
+    extract_video_poses,
+    make_detector,
+    write_openpose_json,
+    write_pose_images,
+)
+from zeroshot.video import check_output_path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("video", help="the video to extract poses from (any format ffmpeg reads, or a GIF)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="a .json file (all frames, with canvas size and frame rate), or a folder path without a suffix (one "
+        "OpenPose file per frame)",
+    )
+    parser.add_argument(
+        "--detector", choices=DETECTORS, default="mediapipe", help="pose detector (default: %(default)s)"
+    )
+    parser.add_argument("--weights", help="local folder of the openpose or dwpose detector's weights")
+    parser.add_argument("--hands", action="store_true", help="also detect hands (openpose)")
+    parser.add_argument("--face", action="store_true", help="also detect the face (openpose)")
+    parser.add_argument("--device", default="cpu", help="where the openpose or dwpose networks run (default: cpu)")
+    parser.add_argument(
+        "--smooth",
+        type=float,
+        default=0.0,
+        metavar="SIGMA",
+        help="smooth keypoints over time with a Gaussian of this many frames (default: 0, off)",
+    )
+    parser.add_argument("--max-frames", type=int, help="stop after this many frames")
+    parser.add_argument("--render", help="also write the rendered poses: a .mp4, a .gif or a folder of PNG frames")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.smooth < 0:
+        raise ZeroshotError(f"--smooth must be 0 (off) or a positive number of frames, got {args.smooth}.")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ZeroshotError(f"--max-frames must be at least 1, got {args.max_frames}.")
+    check_openpose_output_path(args.output)
+    if args.render:
+        check_output_path(args.render)
+    with make_detector(
+        args.detector, args.weights, video=True, hands=args.hands, face=args.face, device=args.device
+    ) as detector:
+        extraction = extract_video_poses(
+            args.video, detector, smoothing=args.smooth, max_frames=args.max_frames, progress=not args.quiet
+        )
+    write_openpose_json(extraction.poses, args.output)
+    print(f"{args.video}: {extraction.summary()}")
+    print(f"wrote {args.output}")
+    if args.render:
+        write_pose_images(extraction.poses, args.render)
+        print(f"wrote {args.render}")
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

@@ -1,0 +1,84 @@
+"""Poses: OpenPose COCO-18 sequences, reading and writing them, extracting them offline, rendering them for the
+OpenPose ControlNet, and aligning them to a source pose with transition frames (PATA).
+
+Example:
+
+```py
+>>> from zeroshot.poses import detect_source_pose, load_poses, pose_alignment_transition
+>>> from zeroshot.video import load_image
+>>> image = load_image("character.png")
+>>> source = detect_source_pose(image)  # mediapipe, offline
+>>> target = load_poses("dance.mp4")  # OpenPose JSON, a folder, pose images, or a video to extract from
+>>> result = pose_alignment_transition(source, target)
+>>> conditions = result.poses.render(*image.size)  # uint8 [frames, height, width, 3], frame 0 is the source pose
+```
+"""
+
+from .detectors import (
+    DETECTORS,
+    DetectedPose,
+    DwposeDetector,
+    MediapipePoseDetector,
+    OpenposeDetector,
+    PoseDetector,
+    make_detector,
+    quiet_native_stderr,
+)
+from .extract import (
+    PoseExtraction,
+    detect_source_pose,
+    extract_poses,
+    extract_video_poses,
+    fill_missing_frames,
+    smooth_poses,
+)
+from .files import load_poses, load_source_pose, looks_rendered, read_pose_images, write_pose_images
+from .openpose_json import check_openpose_output_path, read_openpose_json, write_openpose_json
+from .pata import (
+    Alignment,
+    PataResult,
+    apply_alignment,
+    fit_alignment,
+    pose_alignment_transition,
+    transition_length,
+    transition_poses,
+)
+from .render import render_pose
+from .sequence import Poses, PoseSequence, RenderedPoses, require_keypoints
+
+__all__ = [
+    "DETECTORS",
+    "Alignment",
+    "DetectedPose",
+    "DwposeDetector",
+    "MediapipePoseDetector",
+    "OpenposeDetector",
+    "PataResult",
+    "PoseDetector",
+    "PoseExtraction",
+    "PoseSequence",
+    "Poses",
+    "RenderedPoses",
+    "apply_alignment",
+    "check_openpose_output_path",
+    "detect_source_pose",
+    "extract_poses",
+    "extract_video_poses",
+    "fill_missing_frames",
+    "fit_alignment",
+    "load_poses",
+    "load_source_pose",
+    "looks_rendered",
+    "make_detector",
+    "pose_alignment_transition",
+    "quiet_native_stderr",
+    "read_openpose_json",
+    "read_pose_images",
+    "render_pose",
+    "require_keypoints",
+    "smooth_poses",
+    "transition_length",
+    "transition_poses",
+    "write_openpose_json",
+    "write_pose_images",
+]
