@@ -38,7 +38,7 @@ def test_face_mesh_and_shoulders_on_a_real_video(frames, landmarks):
     assert face[[LEFT_EYE_CENTRE, RIGHT_EYE_CENTRE], 1].max() < face[[UPPER_LIP, LOWER_LIP], 1].min()
     assert face[LEFT_EYE_CENTRE, 0] > face[RIGHT_EYE_CENTRE, 0]
     assert face[RIGHT_EYE_CENTRE, 0] < face[UPPER_LIP, 0] < face[LEFT_EYE_CENTRE, 0]
-    box = landmarks.face_boxes()[0]
+    box = landmarks.subject_boxes()[0]
     assert 0.2 < box[0] < box[2] < 0.8 and 0.05 < box[1] < box[3] < 0.8
     # both shoulders seen, below the chin, his left shoulder on the image's right
     assert (landmarks.pose[:, :2, 2] > 0.5).all()

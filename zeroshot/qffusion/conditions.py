@@ -40,11 +40,16 @@ import functools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import ZeroshotError
+from ..poses.detectors import check_rgb_image, import_mediapipe_solution, quiet_native_stderr
+
+if TYPE_CHECKING:
+    from .body import BodyLandmarks
 
 logger = logging.getLogger(__name__)
 
@@ -153,10 +158,15 @@ class PortraitLandmarks:
         pose[..., 1] = (pose[..., 1] * frame_height - top) / height
         return PortraitLandmarks(face, pose)
 
-    def face_boxes(self) -> np.ndarray:
-        """`[frames, 4]` bounding boxes `(x_min, y_min, x_max, y_max)` of the face mesh, normalised."""
+    def subject_boxes(self) -> np.ndarray:
+        """`[frames, 4]` bounding boxes `(x_min, y_min, x_max, y_max)` of the face mesh, normalised: what training
+        crops are centred on."""
         xy = self.face[..., :2]
         return np.concatenate([xy.min(axis=1), xy.max(axis=1)], axis=1)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The landmarks as named arrays (for caching); `PortraitLandmarks(**arrays)` restores them."""
+        return {"face": self.face, "pose": self.pose}
 
 
 def _fill_in_time(values: np.ndarray, found: np.ndarray) -> np.ndarray:
@@ -169,6 +179,46 @@ def _fill_in_time(values: np.ndarray, found: np.ndarray) -> np.ndarray:
         [np.interp(frames, frames[found], flat[found, column]) for column in range(flat.shape[1])], axis=1
     )
     return filled.reshape(values.shape).astype(values.dtype)
+
+
+class _PortraitDetector:
+    """MediaPipe face mesh and pose together; built on first use, with their native start-up notices held back."""
+
+    def __init__(self, video: bool):
+        self.video = video
+        self._models: tuple | None = None
+
+    def __call__(self, frame: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        frame = check_rgb_image(frame)
+        if self._models is None:
+            face_mesh = import_mediapipe_solution("face_mesh")
+            pose = import_mediapipe_solution("pose")
+            with quiet_native_stderr():
+                self._models = (
+                    face_mesh.FaceMesh(static_image_mode=not self.video, max_num_faces=1, refine_landmarks=True),
+                    pose.Pose(static_image_mode=not self.video, model_complexity=1),
+                )
+                return self._process(frame)
+        return self._process(frame)
+
+    def _process(self, frame: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        face_mesh, pose_model = self._models
+        result = face_mesh.process(frame)
+        face = None
+        if result.multi_face_landmarks:
+            face = np.array([(p.x, p.y, p.z) for p in result.multi_face_landmarks[0].landmark], np.float32)
+        result = pose_model.process(frame)
+        pose = None
+        if result.pose_landmarks is not None:
+            points = result.pose_landmarks.landmark
+            pose = np.array([(points[i].x, points[i].y, points[i].visibility) for i in POSE_LANDMARKS], np.float32)
+        return face, pose
+
+    def close(self) -> None:
+        if self._models is not None:
+            for model in self._models:
+                model.close()
+            self._models = None
 
 
 def detect_portrait_landmarks(
@@ -189,35 +239,20 @@ def detect_portrait_landmarks(
     Raises:
         [`~zeroshot.errors.ZeroshotError`]: there are no frames, or no frame shows a face.
     """
-    from mediapipe.python.solutions.face_mesh import FaceMesh
-    from mediapipe.python.solutions.pose import Pose
-
-    faces, poses, face_found, pose_found = [], [], [], []
-    no_face = np.zeros((FACE_LANDMARKS, 3), np.float32)
-    no_pose = np.zeros((len(POSE_LANDMARKS), 3), np.float32)
+    faces, poses = [], []
+    detector = _PortraitDetector(video)
     total = len(frames) if hasattr(frames, "__len__") else None
-    with (
-        FaceMesh(static_image_mode=not video, max_num_faces=1, refine_landmarks=True) as face_mesh,
-        Pose(static_image_mode=not video, model_complexity=1) as pose_model,
-    ):
+    try:
         for frame in tqdm(frames, total=total, desc="landmarks", disable=not progress, leave=False):
-            frame = np.ascontiguousarray(frame)
-            result = face_mesh.process(frame)
-            face_found.append(bool(result.multi_face_landmarks))
-            if result.multi_face_landmarks:
-                faces.append(np.array([(p.x, p.y, p.z) for p in result.multi_face_landmarks[0].landmark], np.float32))
-            else:
-                faces.append(no_face)
-            result = pose_model.process(frame)
-            pose_found.append(result.pose_landmarks is not None)
-            if result.pose_landmarks is not None:
-                points = result.pose_landmarks.landmark
-                poses.append(np.array([(points[i].x, points[i].y, points[i].visibility) for i in POSE_LANDMARKS]))
-            else:
-                poses.append(no_pose)
+            face, pose = detector(frame)
+            faces.append(face)
+            poses.append(pose)
+    finally:
+        detector.close()
     if not faces:
         raise ZeroshotError(f"{what[0].upper()}{what[1:]} holds no frames.")
-    face_found, pose_found = np.array(face_found), np.array(pose_found)
+    face_found = np.array([face is not None for face in faces])
+    pose_found = np.array([pose is not None for pose in poses])
     if not face_found.any():
         raise ZeroshotError(
             f"No face was found in {what}. The face conditions need a visible face; for whole bodies use a checkpoint "
@@ -225,8 +260,10 @@ def detect_portrait_landmarks(
         )
     if not face_found.all():
         logger.info("No face in %d of %d frames of %s: interpolated.", (~face_found).sum(), len(faces), what)
-    face = _fill_in_time(np.stack(faces), face_found)
-    pose = np.stack(poses).astype(np.float32)
+    no_face = np.zeros((FACE_LANDMARKS, 3), np.float32)
+    no_pose = np.zeros((len(POSE_LANDMARKS), 3), np.float32)
+    face = _fill_in_time(np.stack([no_face if f is None else f for f in faces]), face_found)
+    pose = np.stack([no_pose if p is None else p for p in poses])
     if pose_found.any():
         pose = _fill_in_time(pose, pose_found)
     return PortraitLandmarks(face, pose)
@@ -287,26 +324,49 @@ def render_portrait_conditions(landmarks: PortraitLandmarks, width: int, height:
 CONDITION_KINDS = ("face", "body")
 
 
+def _check_kind(kind: str) -> None:
+    if kind not in CONDITION_KINDS:
+        raise ValueError(f"Unknown condition kind {kind!r}; choose one of {', '.join(CONDITION_KINDS)}.")
+
+
 def detect_landmarks(
     kind: str, frames: Iterable[np.ndarray], *, video: bool = True, progress: bool = True, what: str = "the video"
-) -> PortraitLandmarks:
+) -> PortraitLandmarks | BodyLandmarks:
     """Landmarks of condition `kind` (`"face"` or `"body"`) for RGB frames (an array or a stream); see
     [`detect_portrait_landmarks`] for the arguments."""
+    _check_kind(kind)
     if kind == "face":
         return detect_portrait_landmarks(frames, video=video, progress=progress, what=what)
-    if kind == "body":
-        from .body import detect_body_landmarks
+    from .body import detect_body_landmarks
 
-        return detect_body_landmarks(frames, video=video, progress=progress, what=what)
-    raise ValueError(f"Unknown condition kind {kind!r}; choose one of {', '.join(CONDITION_KINDS)}.")
+    return detect_body_landmarks(frames, video=video, progress=progress, what=what)
 
 
-def render_conditions(kind: str, landmarks: PortraitLandmarks, width: int, height: int) -> np.ndarray:
+def render_conditions(kind: str, landmarks: PortraitLandmarks | BodyLandmarks, width: int, height: int) -> np.ndarray:
     """Condition images of `kind` for every frame of `landmarks`: `uint8` RGB `[N, height, width, 3]`."""
+    _check_kind(kind)
     if kind == "face":
         return render_portrait_conditions(landmarks, width, height)
-    if kind == "body":
-        from .body import render_body_conditions
+    from .body import render_body_conditions
 
-        return render_body_conditions(landmarks, width, height)
-    raise ValueError(f"Unknown condition kind {kind!r}; choose one of {', '.join(CONDITION_KINDS)}.")
+    return render_body_conditions(landmarks, width, height)
+
+
+def landmarks_from_arrays(kind: str, arrays: dict[str, np.ndarray]) -> PortraitLandmarks | BodyLandmarks:
+    """Landmarks of `kind` from the named arrays their `arrays()` gave."""
+    _check_kind(kind)
+    if kind == "face":
+        return PortraitLandmarks(arrays["face"], arrays["pose"])
+    from .body import BodyLandmarks
+
+    return BodyLandmarks(arrays["body"])
+
+
+def rendering_version(kind: str) -> str:
+    """The version tag of `kind`'s drawing, stored in checkpoints."""
+    _check_kind(kind)
+    if kind == "face":
+        return FACE_RENDERING
+    from .body import BODY_RENDERING
+
+    return BODY_RENDERING

@@ -29,6 +29,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -36,7 +37,16 @@ from PIL import Image
 
 from ..errors import ZeroshotError
 from ..video import VIDEO_SUFFIXES
-from .conditions import FACE_RENDERING, PortraitLandmarks, detect_landmarks, render_conditions
+from .conditions import (
+    PortraitLandmarks,
+    detect_landmarks,
+    landmarks_from_arrays,
+    render_conditions,
+    rendering_version,
+)
+
+if TYPE_CHECKING:
+    from .body import BodyLandmarks
 
 logger = logging.getLogger(__name__)
 
@@ -106,12 +116,13 @@ def _pixel_box(box: tuple[float, float, float, float], frame_size: tuple[int, in
 
 
 def subject_crop(
-    landmarks: PortraitLandmarks, frame_size: tuple[int, int], crop_scale: float
+    landmarks: PortraitLandmarks | BodyLandmarks, frame_size: tuple[int, int], crop_scale: float
 ) -> tuple[float, float, float, float]:
-    """One square crop `(left, top, side, side)` in pixels for a whole video: centred on the median face centre, side
-    `crop_scale` times the median face size, limited to the frame and shifted inside it."""
+    """One square crop `(left, top, side, side)` in pixels for a whole video: centred on the median centre of the
+    subject (face mesh, or body keypoints), side `crop_scale` times its median size, limited to the frame and shifted
+    inside it."""
     width, height = frame_size
-    boxes = landmarks.face_boxes() * np.array([width, height, width, height], np.float32)
+    boxes = landmarks.subject_boxes() * np.array([width, height, width, height], np.float32)
     centre_x = float(np.median((boxes[:, 0] + boxes[:, 2]) / 2))
     centre_y = float(np.median((boxes[:, 1] + boxes[:, 3]) / 2))
     size = float(np.median(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])))
@@ -128,13 +139,14 @@ class PreparedVideo:
     Args:
         source (`str`): the original file.
         frames (`np.ndarray`): `uint8` `[N, resolution, resolution, 3]`, memory-mapped.
-        landmarks ([`~zeroshot.qffusion.conditions.PortraitLandmarks`]): in crop coordinates.
+        landmarks ([`~zeroshot.qffusion.conditions.PortraitLandmarks`] or [`~zeroshot.qffusion.body.BodyLandmarks`]):
+            in crop coordinates.
         fps (`float`): the original frame rate.
     """
 
     source: str
     frames: np.ndarray
-    landmarks: PortraitLandmarks
+    landmarks: PortraitLandmarks | BodyLandmarks
     fps: float
 
     def __len__(self) -> int:
@@ -149,11 +161,12 @@ def _cache_key(path: Path, settings: dict) -> str:
 
 def _load_prepared(folder: Path) -> PreparedVideo:
     meta = json.loads((folder / "meta.json").read_text())
-    landmarks = np.load(folder / "landmarks.npz")
+    with np.load(folder / "landmarks.npz") as arrays:
+        landmarks = landmarks_from_arrays(meta["condition"], dict(arrays))
     return PreparedVideo(
         source=meta["source"],
         frames=np.load(folder / "frames.npy", mmap_mode="r"),
-        landmarks=PortraitLandmarks(landmarks["face"], landmarks["pose"]),
+        landmarks=landmarks,
         fps=meta["fps"],
     )
 
@@ -210,13 +223,13 @@ def prepare_video(
         stored.flush()
         del stored
         cropped = landmarks.cropped((box[0], box[1], box[2] - box[0], box[3] - box[1]), frame_size)
-        np.savez(staging / "landmarks.npz", face=cropped.face, pose=cropped.pose)
+        np.savez(staging / "landmarks.npz", **cropped.arrays())
         record = {
             "source": str(path),
             "fps": float(meta.get("fps") or 25.0),
             "frame_size": list(frame_size),
             "crop": list(box),
-            "rendering": FACE_RENDERING,
+            "rendering": rendering_version(condition),
             **settings,
         }
         (staging / "meta.json").write_text(json.dumps(record, indent=2))

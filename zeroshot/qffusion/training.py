@@ -42,7 +42,7 @@ from hooks import pack_quadrant_grid, quadrant_grid_input, reference_grid
 
 from ..errors import ZeroshotError
 from .checkpoint import QFFUSION_IN_CHANNELS, QffusionConfig, save_qffusion_model, save_unet_weights
-from .conditions import FACE_RENDERING
+from .conditions import rendering_version
 from .data import QuadrantGridDataset, find_videos, parse_interval, prepare_video
 
 logger = logging.getLogger(__name__)
@@ -114,15 +114,9 @@ class TrainingSettings:
 
     def qffusion_config(self) -> QffusionConfig:
         """The [`QffusionConfig`] that checkpoints of this run carry."""
-        if self.condition == "face":
-            rendering = FACE_RENDERING
-        else:
-            from .body import BODY_RENDERING
-
-            rendering = BODY_RENDERING
         return QffusionConfig(
             condition=self.condition,
-            rendering=rendering,
+            rendering=rendering_version(self.condition),
             resolution=self.resolution,
             prompt=self.prompt,
             frame_interval=self.interval,
