@@ -8,7 +8,13 @@ import torch
 from diffusers import AutoencoderKL
 
 from zeroshot.errors import ZeroshotError
-from zeroshot.qffusion import QffusionConfig, load_qffusion_components, save_qffusion_model, save_unet_weights
+from zeroshot.qffusion import (
+    QffusionConfig,
+    QffusionPipeline,
+    load_qffusion_components,
+    save_qffusion_model,
+    save_unet_weights,
+)
 from zeroshot.testing import ARCHITECTURES, build_random_components
 
 
@@ -32,6 +38,8 @@ def test_model_folder_round_trip(tmp_path):
     assert loaded.unet.config.in_channels == 12
     _assert_same_weights(components.unet, loaded.unet)
     _assert_same_weights(components.vae, loaded.vae)
+    pipe = QffusionPipeline.from_pretrained(tmp_path / "model")  # diffusers' own loader reads the folder too
+    _assert_same_weights(components.unet, pipe.unet)
 
 
 def test_unet_safetensors_with_base_model(unet12, tiny_components, tiny_model_paths, tmp_path):

@@ -27,6 +27,9 @@ _EXPORTS = {
     "detect_portrait_landmarks": "conditions",
     "render_conditions": "conditions",
     "render_portrait_conditions": "conditions",
+    "BodyLandmarks": "body",
+    "detect_body_landmarks": "body",
+    "render_body_conditions": "body",
     "QffusionPipeline": "pipeline",
     "QffusionPipelineOutput": "pipeline",
     "QffusionConfig": "checkpoint",
@@ -36,6 +39,9 @@ _EXPORTS = {
     "EditResult": "editing",
     "edit_video": "editing",
     "smooth_jump_cut": "editing",
+    "TrainingSettings": "training",
+    "train_qga": "training",
+    "widen_conv_in": "training",
 }
 
 __all__ = sorted(_EXPORTS)
