@@ -7,7 +7,6 @@ from PIL import Image
 
 from zeroshot.errors import ZeroshotError
 from zeroshot.qffusion.conditions import (
-    PortraitLandmarks,
     detect_portrait_landmarks,
     render_portrait_conditions,
     render_portrait_frame,
@@ -89,7 +88,7 @@ def test_cropped_landmarks_match_detection_on_the_crop(frames, landmarks):
     assert np.median(error) < 0.02 and error.max() < 0.08
 
 
-def test_interpolation_and_concatenation(landmarks):
+def test_interpolation(landmarks):
     start, end = landmarks[0], landmarks[5]
     path = start.interpolate(end, 5)
     assert len(path) == 5
@@ -97,8 +96,6 @@ def test_interpolation_and_concatenation(landmarks):
     np.testing.assert_allclose(path.face[-1], end.face[0], atol=1e-6)
     np.testing.assert_allclose(path.face[2], (start.face[0] + end.face[0]) / 2, atol=1e-6)
     np.testing.assert_allclose(path.pose[1], 0.75 * start.pose[0] + 0.25 * end.pose[0], atol=1e-6)
-    both = PortraitLandmarks.concatenate([start, end])
-    assert len(both) == 2 and np.array_equal(both.face[1], end.face[0])
     assert render_portrait_conditions(path, 64, 48).shape == (5, 48, 64, 3)
 
 

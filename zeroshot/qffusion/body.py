@@ -53,11 +53,6 @@ class BodyLandmarks:
             index = [index]
         return BodyLandmarks(self.body[index])
 
-    @classmethod
-    def concatenate(cls, parts: list[BodyLandmarks]) -> BodyLandmarks:
-        """The frames of `parts`, one after the other."""
-        return cls(np.concatenate([p.body for p in parts]))
-
     def interpolate(self, end: BodyLandmarks, num_frames: int) -> BodyLandmarks:
         """`num_frames` frames going linearly from this one-frame sequence to `end`; a keypoint is present in between
         only where it is present at both ends."""

@@ -123,11 +123,6 @@ class PortraitLandmarks:
             index = [index]
         return PortraitLandmarks(self.face[index], self.pose[index])
 
-    @classmethod
-    def concatenate(cls, parts: list[PortraitLandmarks]) -> PortraitLandmarks:
-        """The frames of `parts`, one after the other."""
-        return cls(np.concatenate([p.face for p in parts]), np.concatenate([p.pose for p in parts]))
-
     def interpolate(self, end: PortraitLandmarks, num_frames: int) -> PortraitLandmarks:
         """`num_frames` frames going linearly from this one-frame sequence (frame 0) to `end` (the last frame),
         all 3D points interpolated (the paper's jump-cut smoothing)."""

@@ -79,9 +79,10 @@ def find_videos(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ZeroshotError(f"The data folder {str(folder)!r} does not exist; pass a folder of videos with --data.")
-    videos = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES[:-1])
+    suffixes = [suffix for suffix in VIDEO_SUFFIXES if suffix != ".gif"]  # streamed through ffmpeg
+    videos = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
     if not videos:
-        suffixes = ", ".join(VIDEO_SUFFIXES[:-1])
+        suffixes = ", ".join(suffixes)
         raise ZeroshotError(f"No videos ({suffixes}) in {str(folder)!r}.")
     return videos
 

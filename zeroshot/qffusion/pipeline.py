@@ -168,7 +168,9 @@ class QffusionPipeline(DiffusionPipeline):
             images.append(self.vae.decode(chunk).sample.float())
         return torch.cat(images)
 
-    def check_inputs(self, conditions: Sequence[ImageInput], height: int, width: int, num_inference_steps: int):
+    def check_inputs(
+        self, conditions: Sequence[ImageInput], height: int, width: int, num_inference_steps: int
+    ) -> None:
         """Raises `ValueError` for settings the pipeline cannot run."""
         if len(conditions) < 2:
             raise ValueError(f"Need a condition image for every frame, at least 2 frames; got {len(conditions)}.")
