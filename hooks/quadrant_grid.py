@@ -165,11 +165,6 @@ class QuadrantGridHook:
         self._sigmas = ((1 - alphas) / alphas).sqrt()
         self._grids: _Grids | None = None
 
-    @property
-    def has_grid(self) -> bool:
-        """Whether [`set_grid`] has been called since the last [`reset`]."""
-        return self._grids is not None
-
     def set_grid(
         self,
         reference_a: torch.Tensor,
@@ -177,7 +172,7 @@ class QuadrantGridHook:
         conditions: Sequence[torch.Tensor],
         *,
         corner_noise: Sequence[torch.Tensor] | None = None,
-        generator: torch.Generator | list[torch.Generator] | None = None,
+        generator: torch.Generator | None = None,
     ) -> None:
         """Fixes the references, conditions and tile-a/d noise for the next sampling run.
 

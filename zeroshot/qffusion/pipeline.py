@@ -160,12 +160,13 @@ class QffusionPipeline(DiffusionPipeline):
         return (latents - shift) * self.vae.config.scaling_factor
 
     def decode_latents(self, latents: torch.Tensor, batch_size: int) -> torch.Tensor:
-        """Images in [-1, 1] from scaled latents, `batch_size` at a time."""
+        """Images in [-1, 1], on the CPU (a long video's frames need not fit beside the models), from scaled latents,
+        `batch_size` at a time."""
         shift = getattr(self.vae.config, "shift_factor", None) or 0.0
         images = []
         for chunk in latents.split(batch_size):
             chunk = chunk.to(self.vae.device, self.vae.dtype) / self.vae.config.scaling_factor + shift
-            images.append(self.vae.decode(chunk).sample.float())
+            images.append(self.vae.decode(chunk).sample.float().cpu())
         return torch.cat(images)
 
     def check_inputs(
@@ -316,6 +317,6 @@ class QffusionPipeline(DiffusionPipeline):
             frames = latents
         else:
             middle = self.decode_latents(latents[1:-1], batch_size) if num_frames > 2 else references[:0]
-            frames = _to_uint8(torch.cat([references[:1], middle.cpu(), references[1:]]))
+            frames = _to_uint8(torch.cat([references[:1], middle, references[1:]]))
         self.maybe_free_model_hooks()
         return QffusionPipelineOutput(frames=frames, schedule=schedule)
