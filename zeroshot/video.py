@@ -9,6 +9,7 @@ leaves a file or folder that looks finished.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -61,6 +62,48 @@ def load_image(path: str | os.PathLike) -> Image.Image:
             return image.convert("RGB")
     except (UnidentifiedImageError, OSError) as error:
         raise ZeroshotError(f"{str(path)!r} is not an image that can be read (PNG, JPEG, ...): {error}") from error
+
+
+def natural_key(path: Path) -> list[int | str]:
+    """Sort key that orders `frame_2` before `frame_10`."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+def image_files(folder: str | os.PathLike) -> list[Path]:
+    """The image files of a folder (by suffix, see `IMAGE_SUFFIXES`), in natural order of their names."""
+    return sorted((f for f in Path(folder).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
+
+
+def read_image_folder(folder: str | os.PathLike, what: str = "images") -> np.ndarray:
+    """Reads the images of a folder (natural order of names), all of one size, as `uint8` RGB `[N, H, W, 3]`.
+
+    Args:
+        folder (`str` or `os.PathLike`): the folder.
+        what (`str`, *optional*, defaults to `"images"`): what the images are, for error messages.
+
+    Raises:
+        [`~zeroshot.errors.ZeroshotError`]: no images, an unreadable image, or images of different sizes.
+    """
+    files = image_files(folder)
+    if not files:
+        raise ZeroshotError(f"Folder {str(folder)!r} holds no {what} ({', '.join(IMAGE_SUFFIXES)}).")
+    frames: list[np.ndarray] = []
+    for file in files:
+        frame = np.asarray(load_image(file))
+        if frames and frame.shape != frames[0].shape:
+            raise ZeroshotError(
+                f"{str(file)!r} is {frame.shape[1]}x{frame.shape[0]}, unlike the first of the {what} "
+                f"({frames[0].shape[1]}x{frames[0].shape[0]}); all must have one size."
+            )
+        frames.append(frame)
+    return np.stack(frames)
+
+
+def read_frames(path: str | os.PathLike, fps: float = 8.0) -> Video:
+    """Reads what [`write_video`] writes: a video file, a GIF, or a folder of image frames (at `fps`)."""
+    if Path(path).is_dir():
+        return Video(read_image_folder(path, "frames"), fps)
+    return read_video(path)
 
 
 def read_video(path: str | os.PathLike, max_frames: int | None = None) -> Video:

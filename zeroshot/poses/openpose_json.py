@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ZeroshotError
+from ..video import natural_key
 from .sequence import PoseSequence
 from .skeleton import JOINT_NAMES, NUM_FACE_POINTS, NUM_HAND_POINTS, NUM_JOINTS
 
@@ -190,11 +190,6 @@ def check_openpose_output_path(path: str | os.PathLike) -> Path:
     if path.suffix == "" and path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise ZeroshotError(f"Output folder {str(path)!r} already exists and is not empty; remove it or pick another.")
     return path
-
-
-def natural_key(path: Path) -> list[int | str]:
-    """Sort key that orders `frame_2` before `frame_10`."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
 def _frame_dict(poses: PoseSequence, index: int) -> dict[str, Any]:
