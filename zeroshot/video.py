@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .atomic import staged_file, staged_folder
 from .errors import ZeroshotError
 
 #: Suffixes read as videos by [`read_video`].
@@ -62,6 +61,15 @@ def load_image(path: str | os.PathLike) -> Image.Image:
             return image.convert("RGB")
     except (UnidentifiedImageError, OSError) as error:
         raise ZeroshotError(f"{str(path)!r} is not an image that can be read (PNG, JPEG, ...): {error}") from error
+
+
+def fit_image(image: Image.Image, width: int, height: int) -> Image.Image:
+    """Scales `image` (Lanczos) to cover `width` x `height` and crops the centre: no distortion, no borders."""
+    scale = max(width / image.width, height / image.height)
+    size = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
+    scaled = image.resize(size, Image.LANCZOS)
+    left, top = (scaled.width - width) // 2, (scaled.height - height) // 2
+    return scaled.crop((left, top, left + width, top + height))
 
 
 def natural_key(path: Path) -> list[int | str]:
@@ -226,28 +234,16 @@ def write_video(frames: np.ndarray | Sequence[np.ndarray], path: str | os.PathLi
         raise ValueError(f"fps must be positive, got {fps}.")
     kind = output_kind(path)
     if kind == "frames":
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
-        try:
+        with staged_folder(path) as staging:
             for index, frame in enumerate(frames):
                 Image.fromarray(frame).save(staging / f"frame_{index:05d}.png")
-            if path.exists():
-                path.rmdir()  # empty, as check_output_path made sure
-            staging.rename(path)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return path
-    handle, staging_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial.{kind}", dir=path.parent)
-    os.close(handle)
-    staging = Path(staging_name)
-    try:
-        if kind == "gif":
+    elif kind == "gif":
+        with staged_file(path) as staging:
             images = [Image.fromarray(frame) for frame in frames]
             images[0].save(staging, save_all=True, append_images=images[1:], duration=1000.0 / fps, loop=0)
-        else:
+    else:
+        with staged_file(path) as staging:
             _write_mp4(frames, staging, fps)
-        os.replace(staging, path)
-    finally:
-        staging.unlink(missing_ok=True)
     return path
 
 
