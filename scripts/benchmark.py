@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from zeroshot.cli import run
 
 # subcommand -> module of zeroshot.bench that implements it (with `add_arguments(parser)` and `main(args)`)
-SUBCOMMANDS: dict[str, str] = {}
+SUBCOMMANDS: dict[str, str] = {"attention": "zeroshot.bench.attention"}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
