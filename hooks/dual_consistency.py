@@ -50,6 +50,23 @@ class _Plan:
     source_frames: list[int]
 
 
+@dataclass
+class _Regions:
+    """Masks of one call on a layer's token grid, per (query frame, source frame) pair.
+
+    Args:
+        query_masks (`torch.Tensor`): `[pairs, tokens]`, the query frame's mask.
+        source_masks (`torch.Tensor`): `[pairs, tokens]`, the source frame's mask.
+        decoupled (`torch.Tensor`): `[pairs]` bool, False for frame 0's pairs (plain self-attention).
+        hard (`bool`): whether every mask holds only 0 and 1.
+    """
+
+    query_masks: torch.Tensor
+    source_masks: torch.Tensor
+    decoupled: torch.Tensor
+    hard: bool
+
+
 class DualConsistencyAttnProcessor:
     """Dual consistency attention for the self-attention (`attn1`) layers of a UNet, with mask-guided decoupling.
 
@@ -253,23 +270,6 @@ class DualConsistencyAttnProcessor:
             bias = torch.where(empty, torch.zeros_like(key_weights), key_weights.log())[:, None, None, :]
         attended = F.scaled_dot_product_attention(query[query_rows], key, value, attn_mask=bias, scale=attn.scale)
         return attended * blend[:, None, :, None]
-
-
-@dataclass
-class _Regions:
-    """Masks of one call on a layer's token grid, per (query frame, source frame) pair.
-
-    Args:
-        query_masks (`torch.Tensor`): `[pairs, tokens]`, the query frame's mask.
-        source_masks (`torch.Tensor`): `[pairs, tokens]`, the source frame's mask.
-        decoupled (`torch.Tensor`): `[pairs]` bool, False for frame 0's pairs (plain self-attention).
-        hard (`bool`): whether every mask holds only 0 and 1.
-    """
-
-    query_masks: torch.Tensor
-    source_masks: torch.Tensor
-    decoupled: torch.Tensor
-    hard: bool
 
 
 def _exclusive_hard(
