@@ -3,6 +3,9 @@
 This package depends on torch and diffusers only; it never imports `zeroshot`.
 """
 
+from .all_frame import AllFrameAttnProcessor
+from .dual_consistency import DualConsistencyAttnProcessor
+from .grid import token_grid
 from .install import (
     CROSS_ATTENTION,
     UP_BLOCK_SELF_ATTENTION,
@@ -10,11 +13,20 @@ from .install import (
     install_attn_processors,
     select_attn_processor_names,
 )
+from .recorder import CrossAttentionRecorder, attention_maps_to_masks
+from .state import CrossFrameState, FrameLayout
 
 __all__ = [
     "CROSS_ATTENTION",
     "UP_BLOCK_SELF_ATTENTION",
+    "AllFrameAttnProcessor",
+    "CrossAttentionRecorder",
+    "CrossFrameState",
+    "DualConsistencyAttnProcessor",
+    "FrameLayout",
     "HookHandle",
+    "attention_maps_to_masks",
     "install_attn_processors",
     "select_attn_processor_names",
+    "token_grid",
 ]

@@ -18,7 +18,10 @@ from collections.abc import Sequence
 from zeroshot.cli import run
 
 # subcommand -> module of zeroshot.bench that implements it (with `add_arguments(parser)` and `main(args)`)
-SUBCOMMANDS: dict[str, str] = {"poses": "zeroshot.bench.poses"}
+SUBCOMMANDS: dict[str, str] = {
+    "attention": "zeroshot.bench.attention",
+    "poses": "zeroshot.bench.poses",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
