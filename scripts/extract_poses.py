@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--detector", choices=DETECTORS, default="mediapipe", help="pose detector (default: %(default)s)"
     )
     parser.add_argument("--weights", help="local folder of the openpose or dwpose detector's weights")
-    parser.add_argument("--hands", action="store_true", help="also detect hands (openpose)")
-    parser.add_argument("--face", action="store_true", help="also detect the face (openpose)")
+    parser.add_argument("--hands", action="store_true", help="also detect hands (openpose, dwpose)")
+    parser.add_argument("--face", action="store_true", help="also detect the face (openpose, dwpose)")
     parser.add_argument("--device", default="cpu", help="where the openpose or dwpose networks run (default: cpu)")
     parser.add_argument(
         "--smooth",

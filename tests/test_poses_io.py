@@ -105,6 +105,8 @@ def test_normalised_coordinates_and_several_people(tmp_path):
     weak[:, 2], strong[:, 2] = 0.2, 0.9
     path = tmp_path / "frame.json"
     path.write_text(json.dumps(_openpose_frame([weak.reshape(-1).tolist(), strong.reshape(-1).tolist()])))
+    with pytest.raises(ZeroshotError, match="normalised keypoints but not the size of the canvas"):
+        read_openpose_json(path)
     poses = read_openpose_json(path, size=(100, 50))
     np.testing.assert_allclose(poses.body[0], strong)  # the most confident person, coordinates kept as they are
 

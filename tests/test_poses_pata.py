@@ -207,7 +207,7 @@ def test_face_and_hands_follow_their_joints():
 def test_rendered_poses_cannot_be_aligned():
     source = _pose(STANDING, (512, 768))
     rendered = RenderedPoses(np.zeros((3, 64, 64, 3), np.uint8), source="poses_folder")
-    message = r"'poses_folder' are rendered images without keypoints.*turn pose alignment off"
+    message = r"'poses_folder' are rendered images without keypoints.*without alignment or transition frames"
     with pytest.raises(ZeroshotError, match=message):
         pose_alignment_transition(source, rendered)
     with pytest.raises(ZeroshotError, match="no frames"):

@@ -183,19 +183,21 @@ class OpenposeDetector:
 
 class DwposeDetector:
     """controlnet-aux's DWPose whole-body detector (needs the `detectors` extra plus mmpose, mmdet and mmcv, which
-    controlnet-aux's DWPose runs on). Body, 68 face points (OpenPose's 70 less the pupils) and both hands; a keypoint
-    scoring below 0.3 is missing, as in controlnet-aux.
+    controlnet-aux's DWPose runs on). The body, and on request 68 face points (OpenPose's 70 less the pupils) and both
+    hands; a keypoint scoring below 0.3 is missing, as in controlnet-aux.
 
     Args:
         weights (`str` or `os.PathLike`):
             Folder holding the YOLOX-L person detector checkpoint (`yolox_l_8x8_300e_coco_*.pth`, from OpenMMLab) and
             `dw-ll_ucoco_384.pth` (from the Hugging Face repository `wanghaofan/dw-ll_ucoco_384`).
+        hands (`bool`, *optional*, defaults to `False`): keep the hands.
+        face (`bool`, *optional*, defaults to `False`): keep the face.
         device (`str`, *optional*, defaults to `"cpu"`): where the networks run.
     """
 
     SCORE_THRESHOLD = 0.3
 
-    def __init__(self, weights: str | os.PathLike, *, device: str = "cpu"):
+    def __init__(self, weights: str | os.PathLike, *, hands: bool = False, face: bool = False, device: str = "cpu"):
         folder = _weights_folder(weights, ("yolox_l_8x8_300e_coco_*.pth", "dw-ll_ucoco_384.pth"), None, "DWPose")
         missing = [name for name in ("mmpose", "mmdet", "mmcv") if importlib.util.find_spec(name) is None]
         module = _import_detectors("controlnet_aux.dwpose", "DWPose")
@@ -204,6 +206,7 @@ class DwposeDetector:
                 f"controlnet-aux's DWPose runs on OpenMMLab packages that are not installed ({', '.join(missing)}): "
                 f"pip install -U openmim && mim install mmcv mmdet mmpose; or use --detector openpose or mediapipe."
             )
+        self.hands, self.face = hands, face
         detector_weights = next(folder.glob("yolox_l_8x8_300e_coco_*.pth"))
         self._model = module.DWposeDetector(
             det_ckpt=str(detector_weights), pose_ckpt=str(folder / "dw-ll_ucoco_384.pth"), device=device
@@ -219,9 +222,12 @@ class DwposeDetector:
         person = points[int(np.argmax(points[:, :NUM_JOINTS, 2].sum(axis=1)))]
         if not (person[:NUM_JOINTS, 2] > 0).any():
             return None
-        face = np.zeros((NUM_FACE_POINTS, 3))
-        face[:68] = person[24:92]
-        hands = np.stack([person[92:113], person[113:134]])
+        face = hands = None
+        if self.face:
+            face = np.zeros((NUM_FACE_POINTS, 3))
+            face[:68] = person[24:92]
+        if self.hands:
+            hands = np.stack([person[92:113], person[113:134]])
         return DetectedPose(person[:NUM_JOINTS].copy(), face, hands)
 
     def close(self) -> None:
@@ -252,8 +258,8 @@ def make_detector(
         name (`str`, *optional*, defaults to `"mediapipe"`): `"mediapipe"`, `"openpose"` or `"dwpose"`.
         weights (`str` or `os.PathLike`, *optional*): local weights folder, needed by `"openpose"` and `"dwpose"`.
         video (`bool`, *optional*, defaults to `False`): the images are consecutive frames (mediapipe tracks them).
-        hands (`bool`, *optional*, defaults to `False`): also detect hands (`"openpose"`; DWPose always does).
-        face (`bool`, *optional*, defaults to `False`): also detect the face (`"openpose"`; DWPose always does).
+        hands (`bool`, *optional*, defaults to `False`): also detect hands (`"openpose"`, `"dwpose"`).
+        face (`bool`, *optional*, defaults to `False`): also detect the face (`"openpose"`, `"dwpose"`).
         device (`str`, *optional*, defaults to `"cpu"`): where controlnet-aux's networks run.
 
     Raises:
@@ -263,7 +269,9 @@ def make_detector(
         raise ValueError(f"Unknown pose detector {name!r}; choose one of {DETECTORS}.")
     if name == "mediapipe":
         if hands or face:
-            raise ZeroshotError("The mediapipe detector finds body keypoints only; for hands and face use openpose.")
+            raise ZeroshotError(
+                "The mediapipe detector finds body keypoints only; for hands and face use openpose or dwpose."
+            )
         return MediapipePoseDetector(video=video)
     if weights is None:
         raise ZeroshotError(
@@ -272,7 +280,7 @@ def make_detector(
         )
     if name == "openpose":
         return OpenposeDetector(weights, hands=hands, face=face, device=device)
-    return DwposeDetector(weights, device=device)
+    return DwposeDetector(weights, hands=hands, face=face, device=device)
 
 
 def import_mediapipe_solution(name: str) -> Any:

@@ -21,16 +21,15 @@ import json
 import logging
 import math
 import os
-import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..atomic import staged_folder, write_json
 from ..errors import ZeroshotError
+from ..video import natural_key
 from .sequence import PoseSequence
 from .skeleton import JOINT_NAMES, NUM_FACE_POINTS, NUM_HAND_POINTS, NUM_JOINTS
 
@@ -87,7 +86,7 @@ def read_openpose_json(path: str | os.PathLike, *, size: tuple[int, int] | None 
         logger.info("%d frames of %s hold several people; took the most confident one in each.", crowded, path)
     canvases = [frame.canvas or size for frame in frames]
     if any(canvas is None for canvas in canvases):
-        if any(_largest_coordinate(frame) > 1.0 for frame in frames):
+        if not _normalised(frames):
             raise ZeroshotError(
                 f"{str(path)!r} gives keypoints in pixels but not the size of the canvas they belong to: give the "
                 f"width and height of the video the poses were detected on."
@@ -103,7 +102,7 @@ def read_openpose_json(path: str | os.PathLike, *, size: tuple[int, int] | None 
                 f"{frame.where}: canvas {other[0]}x{other[1]} differs from the first frame's {canvas[0]}x{canvas[1]}; "
                 f"all frames of a pose sequence must share one canvas size."
             )
-    normalised = frames[0].canvas is None and all(_largest_coordinate(frame) <= 1.0 for frame in frames)
+    normalised = frames[0].canvas is None and _normalised(frames)
     scale = np.ones(2) if normalised else 1.0 / np.asarray(canvas, dtype=np.float64)
     for frame in frames:
         for points in (frame.body, frame.face, frame.hands):
@@ -144,28 +143,15 @@ def write_openpose_json(poses: PoseSequence, path: str | os.PathLike) -> Path:
     ```
     """
     path = check_openpose_output_path(path)
-    parent = path.parent
     frames = [_frame_dict(poses, index) for index in range(len(poses))]
     if path.suffix.lower() == ".json":
         document = {"format": FORMAT_NAME, "version": FORMAT_VERSION}
         document |= {"canvas_width": poses.size[0], "canvas_height": poses.size[1], "fps": poses.fps, "frames": frames}
-        handle, staging = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".partial.json", dir=parent)
-        try:
-            with os.fdopen(handle, "w") as file:
-                json.dump(document, file)
-            os.replace(staging, path)
-        finally:
-            Path(staging).unlink(missing_ok=True)
+        write_json(path, document, indent=None)
         return path
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=parent))
-    try:
+    with staged_folder(path) as staging:
         for index, frame in enumerate(frames):
             (staging / f"frame_{index:012d}_keypoints.json").write_text(json.dumps(frame))
-        if path.exists():
-            path.rmdir()
-        staging.rename(path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return path
 
 
@@ -190,11 +176,6 @@ def check_openpose_output_path(path: str | os.PathLike) -> Path:
     if path.suffix == "" and path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise ZeroshotError(f"Output folder {str(path)!r} already exists and is not empty; remove it or pick another.")
     return path
-
-
-def natural_key(path: Path) -> list[int | str]:
-    """Sort key that orders `frame_2` before `frame_10`."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
 def _frame_dict(poses: PoseSequence, index: int) -> dict[str, Any]:
@@ -313,14 +294,14 @@ def _points(values: Any, key: str, where: str, counts: tuple[int, ...]) -> np.nd
     return points
 
 
-def _largest_coordinate(frame: _Frame) -> float:
+def _normalised(frames: list[_Frame]) -> bool:
+    """Whether every present coordinate lies within [0, 1], up to the canvas tolerance (normalised keypoints)."""
     largest = 0.0
-    for points in (frame.body, frame.face, frame.hands):
-        if points is not None:
-            confident = points[points[..., 2] > 0]
-            if len(confident):
-                largest = max(largest, float(confident[:, :2].max()))
-    return largest
+    for frame in frames:
+        for points in (frame.body, frame.face, frame.hands):
+            if points is not None and (points[..., 2] > 0).any():
+                largest = max(largest, float(points[points[..., 2] > 0][:, :2].max()))
+    return largest <= 1.0 + CANVAS_TOLERANCE
 
 
 def _check_inside_canvas(frame: _Frame, canvas: tuple[int, int]) -> None:

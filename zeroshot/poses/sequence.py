@@ -185,8 +185,9 @@ def require_keypoints(poses: Poses, purpose: str = "aligned to the source pose")
     where = f" in {poses.source!r}" if poses.source else ""
     raise ZeroshotError(
         f"The poses{where} are rendered images without keypoints, so they cannot be {purpose}. Give keypoints "
-        f"instead (OpenPose JSON, or a video of a person to extract them from), or turn pose alignment off and make "
-        f"sure the pose images already match the character's position and size in the source image."
+        f"instead (OpenPose JSON, or a video of a person to extract them from), or use the images as they are, "
+        f"without alignment or transition frames, after making sure they match the character's position and size in "
+        f"the source image."
     )
 
 

