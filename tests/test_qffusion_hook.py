@@ -215,3 +215,25 @@ def test_hook_errors(unet12, tiny_components):
         hook.set_grid(r_a, r_d, conditions[:3])
     with pytest.raises(ValueError, match="reference_d has shape"):
         hook.set_grid(r_a, r_d[:1], conditions)
+
+
+@torch.no_grad()
+def test_hook_composes_with_the_cross_attention_recorder(unet12):
+    """The toolkit's own CrossAttentionRecorder under the grid hook: the output is unchanged (it is a drop-in for
+    AttnProcessor2_0) and it records maps over the whole 2x2 grid, from which tiles b and c can be cut."""
+    from hooks import CROSS_ATTENTION, CrossAttentionRecorder
+
+    r_a, r_d, conditions, corner_noise, text = _grid_inputs()
+    hook = QuadrantGridHook(DDIMScheduler.from_config(SD15_SCHEDULER_CONFIG).alphas_cumprod)
+    hook.set_grid(r_a, r_d, conditions, corner_noise=corner_noise)
+    pair = torch.randn(2, 4, TILE[0], 2 * TILE[1], generator=torch.Generator().manual_seed(12))
+    recorder = CrossAttentionRecorder(token_indices=[1, 2], latent_size=(2 * TILE[0], 2 * TILE[1]))
+    with install_quadrant_grid_hook(unet12, hook):
+        plain = unet12(pair, 300, text).sample
+        with install_attn_processors(unet12, recorder, CROSS_ATTENTION, cross_attention=True):
+            recorded = unet12(pair, 300, text).sample
+    torch.testing.assert_close(recorded, plain, rtol=1e-4, atol=1e-5)
+    maps = recorder.attention_maps()
+    assert maps.shape == (2, 2 * TILE[0], 2 * TILE[1]) and recorder.num_recorded > 0
+    _, tile_b, tile_c, _ = unpack_quadrant_grid(maps)
+    assert tile_b.shape == tile_c.shape == (2, *TILE)
