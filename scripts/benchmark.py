@@ -6,6 +6,7 @@ Each subcommand prints a table of ratios against a baseline measured in the same
   python scripts/benchmark.py pacm         inversion and pose-aware embedding stages, paper mode vs fast modes
   python scripts/benchmark.py pipeline     the whole PoseAnimate pipeline, per stage
   python scripts/benchmark.py poses        pose extraction, masks, PATA and rendering on real media
+  python scripts/benchmark.py qffusion     Qffusion: QGP batched per wave vs one grid at a time vs naive; hook cost
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from zeroshot.cli import run
 SUBCOMMANDS: dict[str, str] = {
     "attention": "zeroshot.bench.attention",
     "poses": "zeroshot.bench.poses",
+    "qffusion": "zeroshot.bench.qffusion",
 }
 
 
