@@ -93,6 +93,8 @@ class CrossAttentionRecorder:
         temb: torch.Tensor | None = None,
         **kwargs,
     ) -> torch.Tensor:
+        if encoder_hidden_states is None:
+            raise ValueError("CrossAttentionRecorder records cross-attention: install it on attn2 layers only.")
         num_queries = hidden_states.shape[-2] if hidden_states.ndim == 3 else hidden_states[0, 0].numel()
         if num_queries > self.max_tokens:
             return self._stock(attn, hidden_states, encoder_hidden_states, attention_mask, temb)

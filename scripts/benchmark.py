@@ -6,6 +6,7 @@ Each subcommand prints a table of ratios against a baseline measured in the same
   python scripts/benchmark.py pacm         inversion and pose-aware embedding stages, paper mode vs fast modes
   python scripts/benchmark.py pipeline     the whole PoseAnimate pipeline, per stage
   python scripts/benchmark.py poses        pose extraction, masks, PATA and rendering on real media
+  python scripts/benchmark.py qffusion     Qffusion: QGP batched per wave vs one grid at a time vs naive; hook cost
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ from collections.abc import Sequence
 from zeroshot.cli import run
 
 # subcommand -> module of zeroshot.bench that implements it (with `add_arguments(parser)` and `main(args)`)
-SUBCOMMANDS: dict[str, str] = {"pacm": "zeroshot.bench.pacm", "poses": "zeroshot.bench.poses"}
+SUBCOMMANDS: dict[str, str] = {
+    "attention": "zeroshot.bench.attention",
+    "pacm": "zeroshot.bench.pacm",
+    "poses": "zeroshot.bench.poses",
+    "qffusion": "zeroshot.bench.qffusion",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -252,3 +252,11 @@ def test_importing_every_module_never_imports_torchvision():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "imports: [] loaded: False" in result.stdout
+
+
+def test_script_helpers_import_without_torch():
+    """Scripts that load no model (pose extraction, --help, errors) must not pay for torch and diffusers."""
+    script = "import sys, zeroshot.cli, zeroshot.video; print(sorted({'torch', 'diffusers'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -144,3 +144,13 @@ def test_bad_settings_are_refused():
         CrossAttentionRecorder(token_indices=[], latent_size=(8, 8))
     with pytest.raises(ValueError, match="latent_size"):
         CrossAttentionRecorder(token_indices=[1], latent_size=(0, 8))
+
+
+def test_recording_self_attention_or_missing_tokens_is_refused(tiny_components):
+    unet = tiny_components.unet
+    with install_attn_processors(unet, CrossAttentionRecorder([1], (8, 8)), r"\.attn1\."), torch.no_grad():
+        with pytest.raises(ValueError, match="install it on attn2 layers"):
+            unet(torch.randn(1, 4, 8, 8), 10, torch.randn(1, 77, 32))
+    with install_attn_processors(unet, CrossAttentionRecorder([80], (8, 8)), CROSS_ATTENTION), torch.no_grad():
+        with pytest.raises(ValueError, match="reach past the 77 encoder tokens"):
+            unet(torch.randn(1, 4, 8, 8), 10, torch.randn(1, 77, 32))

@@ -1,4 +1,7 @@
-"""What every command-line script shares: model options, one loader call, and error reporting without tracebacks."""
+"""What every command-line script shares: model options, one loader call, and error reporting without tracebacks.
+
+Importing this module is cheap (no torch, no diffusers): scripts that load no model do not pay for them.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +9,12 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from .components import ModelComponents
 from .errors import ZeroshotError
-from .loading import DEFAULT_CONTROLNET, DEFAULT_MODEL, load_components
+
+if TYPE_CHECKING:
+    from .components import ModelComponents
 
 #: Exit status of a script stopped by a [`~zeroshot.errors.ZeroshotError`] (bad input, missing weights, ...).
 EXIT_USER_ERROR = 2
@@ -19,6 +24,8 @@ EXIT_INTERRUPTED = 130
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, controlnet: bool = True) -> None:
     """Adds `--model`, `--controlnet`, `--device`, `--dtype` and `--offline` to a script's parser."""
+    from .loading import DEFAULT_CONTROLNET, DEFAULT_MODEL
+
     group = parser.add_argument_group("models")
     group.add_argument(
         "--model",
@@ -47,6 +54,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, controlnet: bool = T
 
 def load_components_from_args(args: argparse.Namespace, *, unet_in_channels: int | None = 4) -> ModelComponents:
     """Loads the models named by the options of [`add_model_arguments`]."""
+    from .loading import load_components
+
     return load_components(
         args.model,
         getattr(args, "controlnet", None),

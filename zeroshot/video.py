@@ -9,8 +9,7 @@ leaves a file or folder that looks finished.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .atomic import staged_file, staged_folder
 from .errors import ZeroshotError
 
 #: Suffixes read as videos by [`read_video`].
@@ -61,6 +61,57 @@ def load_image(path: str | os.PathLike) -> Image.Image:
             return image.convert("RGB")
     except (UnidentifiedImageError, OSError) as error:
         raise ZeroshotError(f"{str(path)!r} is not an image that can be read (PNG, JPEG, ...): {error}") from error
+
+
+def fit_image(image: Image.Image, width: int, height: int) -> Image.Image:
+    """Scales `image` (Lanczos) to cover `width` x `height` and crops the centre: no distortion, no borders."""
+    scale = max(width / image.width, height / image.height)
+    size = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
+    scaled = image.resize(size, Image.LANCZOS)
+    left, top = (scaled.width - width) // 2, (scaled.height - height) // 2
+    return scaled.crop((left, top, left + width, top + height))
+
+
+def natural_key(path: Path) -> list[int | str]:
+    """Sort key that orders `frame_2` before `frame_10`."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+def image_files(folder: str | os.PathLike) -> list[Path]:
+    """The image files of a folder (by suffix, see `IMAGE_SUFFIXES`), in natural order of their names."""
+    return sorted((f for f in Path(folder).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
+
+
+def read_image_folder(folder: str | os.PathLike, what: str = "images") -> np.ndarray:
+    """Reads the images of a folder (natural order of names), all of one size, as `uint8` RGB `[N, H, W, 3]`.
+
+    Args:
+        folder (`str` or `os.PathLike`): the folder.
+        what (`str`, *optional*, defaults to `"images"`): what the images are, for error messages.
+
+    Raises:
+        [`~zeroshot.errors.ZeroshotError`]: no images, an unreadable image, or images of different sizes.
+    """
+    files = image_files(folder)
+    if not files:
+        raise ZeroshotError(f"Folder {str(folder)!r} holds no {what} ({', '.join(IMAGE_SUFFIXES)}).")
+    frames: list[np.ndarray] = []
+    for file in files:
+        frame = np.asarray(load_image(file))
+        if frames and frame.shape != frames[0].shape:
+            raise ZeroshotError(
+                f"{str(file)!r} is {frame.shape[1]}x{frame.shape[0]}, unlike the first of the {what} "
+                f"({frames[0].shape[1]}x{frames[0].shape[0]}); all must have one size."
+            )
+        frames.append(frame)
+    return np.stack(frames)
+
+
+def read_frames(path: str | os.PathLike, fps: float = 8.0) -> Video:
+    """Reads what [`write_video`] writes: a video file, a GIF, or a folder of image frames (at `fps`)."""
+    if Path(path).is_dir():
+        return Video(read_image_folder(path, "frames"), fps)
+    return read_video(path)
 
 
 def read_video(path: str | os.PathLike, max_frames: int | None = None) -> Video:
@@ -183,28 +234,16 @@ def write_video(frames: np.ndarray | Sequence[np.ndarray], path: str | os.PathLi
         raise ValueError(f"fps must be positive, got {fps}.")
     kind = output_kind(path)
     if kind == "frames":
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
-        try:
+        with staged_folder(path) as staging:
             for index, frame in enumerate(frames):
                 Image.fromarray(frame).save(staging / f"frame_{index:05d}.png")
-            if path.exists():
-                path.rmdir()  # empty, as check_output_path made sure
-            staging.rename(path)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return path
-    handle, staging_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial.{kind}", dir=path.parent)
-    os.close(handle)
-    staging = Path(staging_name)
-    try:
-        if kind == "gif":
+    elif kind == "gif":
+        with staged_file(path) as staging:
             images = [Image.fromarray(frame) for frame in frames]
             images[0].save(staging, save_all=True, append_images=images[1:], duration=1000.0 / fps, loop=0)
-        else:
+    else:
+        with staged_file(path) as staging:
             _write_mp4(frames, staging, fps)
-        os.replace(staging, path)
-    finally:
-        staging.unlink(missing_ok=True)
     return path
 
 

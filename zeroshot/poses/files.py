@@ -7,13 +7,12 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from ..errors import ZeroshotError
-from ..video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_video, write_video
+from ..video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, image_files, load_image, read_image_folder, read_video, write_video
 from .detectors import PoseDetector
 from .extract import detect_source_pose, extract_poses
-from .openpose_json import natural_key, read_openpose_json
+from .openpose_json import read_openpose_json
 from .sequence import Poses, PoseSequence, RenderedPoses
 
 logger = logging.getLogger(__name__)
@@ -65,7 +64,7 @@ def load_poses(
     if path.is_dir():
         if any(path.glob("*.json")):
             return read_openpose_json(path, size=size)
-        if _image_files(path):
+        if image_files(path):
             return read_pose_images(path)
         raise ZeroshotError(
             f"Folder {str(path)!r} holds neither OpenPose .json files nor pose images ({', '.join(IMAGE_SUFFIXES)})."
@@ -82,7 +81,7 @@ def load_poses(
             return RenderedPoses(video.frames, video.fps, str(path))
         return extract_poses(video, detector, smoothing=smoothing, progress=progress, source=str(path)).poses
     if suffix in IMAGE_SUFFIXES:
-        image = _read_image(path)
+        image = np.asarray(load_image(path))
         if looks_rendered(image[None]):
             return RenderedPoses(image[None], None, str(path))
         return detect_source_pose(image, name=str(path))
@@ -122,20 +121,7 @@ def read_pose_images(folder: str | os.PathLike) -> RenderedPoses:
     Raises:
         [`~zeroshot.errors.ZeroshotError`]: no images, an unreadable image, or images of different sizes.
     """
-    folder = Path(folder)
-    files = _image_files(folder)
-    if not files:
-        raise ZeroshotError(f"Folder {str(folder)!r} holds no pose images ({', '.join(IMAGE_SUFFIXES)}).")
-    frames = []
-    for file in files:
-        frame = _read_image(file)
-        if frames and frame.shape != frames[0].shape:
-            raise ZeroshotError(
-                f"Pose image {str(file)!r} is {frame.shape[1]}x{frame.shape[0]}, unlike the first "
-                f"({frames[0].shape[1]}x{frames[0].shape[0]}); all pose images must have one size."
-            )
-        frames.append(frame)
-    return RenderedPoses(np.stack(frames), None, str(folder))
+    return RenderedPoses(read_image_folder(folder, "pose images"), None, str(folder))
 
 
 def write_pose_images(
@@ -172,15 +158,3 @@ def looks_rendered(frames: np.ndarray) -> bool:
         return False
     strong = ((brightest - darkest) >= 0.6 * brightest) | (darkest >= 200)
     return bool(strong[lit].mean() >= 0.6)
-
-
-def _image_files(folder: Path) -> list[Path]:
-    return sorted((file for file in folder.iterdir() if file.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
-
-
-def _read_image(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as error:
-        raise ZeroshotError(f"Cannot read {str(path)!r} as an image: {error}") from error

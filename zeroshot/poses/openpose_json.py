@@ -21,16 +21,15 @@ import json
 import logging
 import math
 import os
-import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..atomic import staged_folder, write_json
 from ..errors import ZeroshotError
+from ..video import natural_key
 from .sequence import PoseSequence
 from .skeleton import JOINT_NAMES, NUM_FACE_POINTS, NUM_HAND_POINTS, NUM_JOINTS
 
@@ -144,28 +143,15 @@ def write_openpose_json(poses: PoseSequence, path: str | os.PathLike) -> Path:
     ```
     """
     path = check_openpose_output_path(path)
-    parent = path.parent
     frames = [_frame_dict(poses, index) for index in range(len(poses))]
     if path.suffix.lower() == ".json":
         document = {"format": FORMAT_NAME, "version": FORMAT_VERSION}
         document |= {"canvas_width": poses.size[0], "canvas_height": poses.size[1], "fps": poses.fps, "frames": frames}
-        handle, staging = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".partial.json", dir=parent)
-        try:
-            with os.fdopen(handle, "w") as file:
-                json.dump(document, file)
-            os.replace(staging, path)
-        finally:
-            Path(staging).unlink(missing_ok=True)
+        write_json(path, document, indent=None)
         return path
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=parent))
-    try:
+    with staged_folder(path) as staging:
         for index, frame in enumerate(frames):
             (staging / f"frame_{index:012d}_keypoints.json").write_text(json.dumps(frame))
-        if path.exists():
-            path.rmdir()
-        staging.rename(path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return path
 
 
@@ -190,11 +176,6 @@ def check_openpose_output_path(path: str | os.PathLike) -> Path:
     if path.suffix == "" and path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise ZeroshotError(f"Output folder {str(path)!r} already exists and is not empty; remove it or pick another.")
     return path
-
-
-def natural_key(path: Path) -> list[int | str]:
-    """Sort key that orders `frame_2` before `frame_10`."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
 def _frame_dict(poses: PoseSequence, index: int) -> dict[str, Any]:

@@ -1,0 +1,165 @@
+"""The shared, per-call state of the cross-frame processors: which frames a UNet call holds, the step, the masks.
+
+diffusers drops `cross_attention_kwargs` keys a processor does not name, and passes the same dict to self- and
+cross-attention layers, so per-call data reaches the hooked layers through one object handed to their processors at
+construction instead. A pipeline sets its fields before each UNet call; the processors read them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+CrossFrameMode = Literal["batch", "windows"]
+MODES: tuple[str, ...] = ("batch", "windows")
+
+
+@dataclass(frozen=True)
+class FrameLayout:
+    """How the batch of one attention call is laid out: `chunks` blocks (guidance halves), each holding `frame_ids`.
+
+    Args:
+        chunks (`int`): number of classifier-free-guidance chunks in the batch.
+        frame_ids (`tuple[int, ...]`): global frame ids of the frames of each chunk, in batch order.
+    """
+
+    chunks: int
+    frame_ids: tuple[int, ...]
+
+    def row(self, chunk: int, position: int) -> int:
+        """Batch row of the frame at `position` in chunk `chunk`."""
+        return chunk * len(self.frame_ids) + position
+
+
+@dataclass
+class CrossFrameState:
+    """What the cross-frame attention processors need to know about the current UNet call; shared by all layers.
+
+    Set the fields before each UNet call (plain attribute assignment); one state serves every layer the processor is
+    installed on, and may serve several processors.
+
+    Args:
+        mode (`str`, *optional*, defaults to `"batch"`):
+            - `"batch"`: each UNet call holds every frame that its frames attend to (frame 0 and each frame's
+              predecessor); nothing is cached. Suits pipelines that run the whole sequence in one batch.
+            - `"windows"`: lock-step windows. Frames run in windows of any size, every window taking step `t` before
+              any window takes the next step, in frame order. The keys and values of frame 0 and of the last frame of
+              each window are cached per (step, layer), and later windows of the same step read them, so windowed
+              output equals full-batch output. Requires `frame_ids` and `step`. Only the current step is kept.
+        frame_ids (`Sequence[int]`, *optional*): global frame ids of the frames in each guidance chunk of the next
+            UNet call, in batch order. Defaults to `0 .. frames - 1`. Frame 0 is the anchor (the source image).
+        chunks (`int`, *optional*): number of classifier-free-guidance chunks in the batch (the batch is
+            `[chunk 0: frames, chunk 1: frames, ...]`, as diffusers lays it out). Defaults to the processor's
+            `cfg_chunks`.
+        step (`int`, *optional*): index of the denoising step of the next UNet call (any value that changes from
+            step to step); keys the cache in `"windows"` mode.
+        masks (`torch.Tensor`, *optional*): character masks `[num_frames, height, width]` indexed by global frame id
+            (1 = character, 0 = background), hard or soft, at any resolution; each layer resizes them to its own
+            token grid. Setting them turns on mask-guided decoupling for frames other than frame 0.
+        latent_size (`tuple[int, int]`, *optional*): `(height, width)` of the latents the UNet runs at; needed with
+            `masks`, to map each layer's tokens to a grid.
+
+    Example:
+
+    ```py
+    >>> state = CrossFrameState(mode="windows", latent_size=(64, 64))
+    >>> processor = DualConsistencyAttnProcessor(state=state)
+    >>> with install_attn_processors(unet, processor):
+    ...     for step, t in enumerate(timesteps):
+    ...         state.step, state.masks = step, masks[step]          # [num_frames, H, W]
+    ...         for window in ([0, 1, 2, 3], [4, 5, 6, 7], [8, 9]):
+    ...             state.frame_ids = window
+    ...             ...  # one UNet call holding the window's frames in every guidance chunk
+    ```
+    """
+
+    mode: CrossFrameMode = "batch"
+    frame_ids: Sequence[int] | None = None
+    chunks: int | None = None
+    step: int | None = None
+    masks: torch.Tensor | None = None
+    latent_size: tuple[int, int] | None = None
+    _cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    _cache_step: int | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._check_mode()
+
+    def reset(self) -> None:
+        """Forgets the cached keys and values and the per-call fields (`frame_ids`, `step`, `masks`).
+
+        Call it before each new generation. `mode`, `chunks` and `latent_size` are kept.
+        """
+        self._cache.clear()
+        self._cache_step = None
+        self.frame_ids = None
+        self.step = None
+        self.masks = None
+
+    @property
+    def cached_frames(self) -> list[int]:
+        """Global ids of the frames whose keys and values are cached for the current step (any layer)."""
+        return sorted({frame for _, frame in self._cache})
+
+    def layout(self, batch_size: int, default_chunks: int) -> FrameLayout:
+        """The frame layout of a batch of `batch_size` rows, checked against the fields.
+
+        Raises:
+            `ValueError`: the batch does not split into the chunks and frames the state describes.
+        """
+        self._check_mode()
+        chunks = default_chunks if self.chunks is None else self.chunks
+        if chunks < 1 or batch_size % chunks:
+            raise ValueError(
+                f"A batch of {batch_size} does not split into {chunks} guidance chunks: set `chunks` (state) or "
+                "`cfg_chunks` (processor) to the number of guidance chunks the pipeline batches (1 without guidance)."
+            )
+        frames = batch_size // chunks
+        if self.frame_ids is None:
+            if self.mode == "windows":
+                raise ValueError("In 'windows' mode set `state.frame_ids` to the global frame ids of each UNet call.")
+            return FrameLayout(chunks, tuple(range(frames)))
+        frame_ids = tuple(int(frame) for frame in self.frame_ids)
+        if len(frame_ids) != frames or len(set(frame_ids)) != frames or min(frame_ids) < 0:
+            raise ValueError(
+                f"state.frame_ids={list(frame_ids)} must list {frames} distinct non-negative frame ids: the batch of "
+                f"{batch_size} holds {chunks} chunks of {frames} frames."
+            )
+        return FrameLayout(chunks, frame_ids)
+
+    def remember(self, layer: torch.nn.Module, frame: int, key: torch.Tensor, value: torch.Tensor) -> None:
+        """Caches one frame's keys and values `[chunks, heads, tokens, head_dim]` of `layer` at the current step."""
+        self._enter_step()
+        self._cache[id(layer), frame] = (key, value)
+
+    def recall(self, layer: torch.nn.Module, frame: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cached keys and values of `frame` in `layer` at the current step.
+
+        Raises:
+            `ValueError`: they are not cached, because windows did not run in lock-step and in frame order.
+        """
+        self._enter_step()
+        if (id(layer), frame) not in self._cache:
+            raise ValueError(
+                f"Frame {frame} is needed at step {self.step} but neither in this UNet call (frames "
+                f"{list(self.frame_ids or [])}) nor cached (cached: {self.cached_frames}). Run windows in lock-step "
+                "and in frame order: at each step the window holding frame 0 first, each window right after the one "
+                "ending just before it, every window of a step before any window of the next."
+            )
+        return self._cache[id(layer), frame]
+
+    def _enter_step(self) -> None:
+        if self.step is None:
+            raise ValueError("In 'windows' mode set `state.step` before each UNet call.")
+        if self.step != self._cache_step:
+            self._cache.clear()
+            self._cache_step = self.step
+
+    def _check_mode(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}.")

@@ -1,0 +1,117 @@
+"""Edit a portrait video from its edited first and last frames with a Qffusion checkpoint.
+
+Edit the video's first and last frames in any image editor (same size as the video), then:
+
+  python scripts/edit.py --video IN.mp4 --start START.png --end END.png --checkpoint CKPT -o OUT.mp4
+
+The conditions (face mesh and shoulders, or OpenPose skeletons, as the checkpoint was trained) come from the input
+video; quadrant-grid propagation regenerates every frame between the two references. The output has the input's frame
+count, frame rate and size, and its first and last frames are START and END.
+
+Jump-cut smoothing: with --jump-cut N and no --video, the conditions of START and END are interpolated over N frames:
+
+  python scripts/edit.py --start BEFORE_CUT.png --end AFTER_CUT.png --jump-cut 12 --checkpoint CKPT -o OUT.mp4
+
+CKPT is a diffusers-format model folder with a 12-channel UNet (train_qga.py's final/), or a .safetensors file of UNet
+weights (a training checkpoint's unet.safetensors) completed by the base model given with --model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from zeroshot.cli import add_model_arguments, run
+from zeroshot.errors import ZeroshotError
+from zeroshot.video import check_output_path, load_image, read_video, write_video
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--video", help="input video (the motion, frame count, rate and size of the output)")
+    parser.add_argument("--start", required=True, help="edited first frame (the video's size)")
+    parser.add_argument("--end", required=True, help="edited last frame (the video's size)")
+    parser.add_argument("--checkpoint", required=True, help="Qffusion model folder, or .safetensors of UNet weights")
+    parser.add_argument("--vae", help="a VAE to use instead of the checkpoint's: diffusers folder or .safetensors")
+    parser.add_argument("-o", "--out", required=True, help="output: .mp4, .gif, or a folder for PNG frames")
+    parser.add_argument(
+        "--jump-cut", type=int, metavar="N", help="jump-cut mode: N frames from START to END, no --video"
+    )
+    parser.add_argument("--fps", type=float, default=25.0, help="frame rate in jump-cut mode (default: %(default)s)")
+    parser.add_argument(
+        "--schedule", choices=["qgp", "naive"], default="qgp", help="frame order (default: %(default)s)"
+    )
+    parser.add_argument("--steps", type=int, default=25, help="denoising steps per grid (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=8, help="grids per UNet batch (default: %(default)s)")
+    parser.add_argument("--resolution", type=int, help="shorter side of the working size (default: the checkpoint's)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_model_arguments(parser, controlnet=False)
+    return parser
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Everything that can be checked before loading a model."""
+    if args.jump_cut is None and args.video is None:
+        raise ZeroshotError("Pass --video IN (editing), or --jump-cut N (a transition between --start and --end).")
+    if args.jump_cut is not None and args.video is not None:
+        raise ZeroshotError("--jump-cut makes a transition from --start to --end alone; leave out --video.")
+    for value, option in ((args.steps, "--steps"), (args.batch_size, "--batch-size")):
+        if value < 1:
+            raise ZeroshotError(f"{option} must be at least 1, got {value}.")
+    if args.resolution is not None and args.resolution < 8:
+        raise ZeroshotError(f"--resolution must be at least 8 pixels, got {args.resolution}.")
+    if args.fps <= 0:
+        raise ZeroshotError(f"--fps must be positive, got {args.fps}.")
+    if not Path(args.checkpoint).expanduser().exists():
+        raise ZeroshotError(f"The checkpoint {args.checkpoint!r} does not exist.")
+    check_output_path(args.out)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    _check_arguments(args)
+    start, end = load_image(args.start), load_image(args.end)
+    video = read_video(args.video) if args.video is not None else None
+
+    import torch
+
+    from zeroshot.qffusion import QffusionPipeline, edit_video, load_qffusion_components, smooth_jump_cut
+
+    components, config = load_qffusion_components(
+        args.checkpoint, model=args.model, vae=args.vae, device=args.device, dtype=args.dtype, offline=args.offline
+    )
+    pipe = QffusionPipeline.from_components(components)
+    options = {
+        "schedule": args.schedule,
+        "num_inference_steps": args.steps,
+        "generator": torch.Generator(components.unet.device).manual_seed(args.seed),
+        "batch_size": args.batch_size,
+        "resolution": args.resolution,
+        "progress": not args.no_progress,
+    }
+    if video is not None:
+        result = edit_video(pipe, config, video, start, end, **options)
+    else:
+        result = smooth_jump_cut(pipe, config, start, end, args.jump_cut, args.fps, **options)
+    path = write_video(result.video.frames, args.out, result.video.fps)
+    report = {
+        "settings": {key: value for key, value in vars(args).items()},
+        "checkpoint_config": json.loads(config.to_json()),
+        "frames": len(result.video),
+        "fps": result.video.fps,
+        "working_size": list(result.conditions.shape[2:0:-1]),
+        "grids": len(result.schedule),
+        "waves": len(result.schedule.waves),
+        "seconds": result.seconds,
+    }
+    report_path = path / "report.json" if path.is_dir() else path.with_name(f"{path.name}.report.json")
+    report_path.write_text(json.dumps(report, indent=2))
+    print(f"wrote {path} ({len(result.video)} frames at {result.video.fps:g} fps, {len(result.schedule)} grids)")
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

@@ -1,0 +1,79 @@
+"""Fine-tune Stable Diffusion 1.5 into a Qffusion (quadrant-grid) model on a folder of videos.
+
+  python scripts/train_qga.py --model stable-diffusion-v1-5/stable-diffusion-v1-5 --data videos/ --output-dir runs/qga
+
+Several GPUs: `accelerate launch --multi_gpu --num_processes 4 scripts/train_qga.py ...`. Several CPU processes (for
+trying it out): `python -m torch.distributed.run --nproc_per_node 2 scripts/train_qga.py --cpu ...`.
+
+The UNet's input is widened to 12 channels (new channels zero-initialised); each sample is four frames at a fixed
+interval from a face-centred crop, with their face-mesh renders as conditions. Checkpoints go to
+OUTPUT_DIR/checkpoint-STEP (resume with --resume latest), the loss to OUTPUT_DIR/log.jsonl, and the finished model
+to OUTPUT_DIR/final, which scripts/edit.py --checkpoint takes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import fields
+
+from zeroshot.cli import run
+from zeroshot.loading import DEFAULT_MODEL
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from zeroshot.qffusion.training import TrainingSettings
+
+    defaults = {field.name: field.default for field in fields(TrainingSettings)}
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="base model: hub id or folder (default: %(default)s)")
+    parser.add_argument("--data", required=True, help="folder of training videos (searched recursively)")
+    parser.add_argument("--output-dir", required=True, help="checkpoints, log, data cache and final/ go here")
+    options = [
+        ("--resolution", int, "side of the square training frames"),
+        ("--interval", str, "frames between the four frames of a sample, or a range LOW:HIGH"),
+        ("--crop-scale", float, "crop side over the face size"),
+        ("--condition", str, "face (face mesh and shoulders) or body (OpenPose)"),
+        ("--prompt", str, "fixed text for the cross-attention"),
+        ("--learning-rate", float, "peak learning rate"),
+        ("--warmup-steps", int, "linear warm-up, in optimizer steps"),
+        ("--max-steps", int, "optimizer steps to train for"),
+        ("--batch-size", int, "samples per process and micro-batch"),
+        ("--gradient-accumulation", int, "micro-batches per optimizer step"),
+        ("--weight-decay", float, "AdamW weight decay"),
+        ("--max-grad-norm", float, "gradient clipping"),
+        ("--mixed-precision", str, "no, fp16 or bf16"),
+        ("--checkpoint-every", int, "optimizer steps between checkpoints"),
+        ("--keep-checkpoints", int, "newest checkpoints kept (0: all)"),
+        ("--log-every", int, "optimizer steps between log lines"),
+        ("--seed", int, "seed of data order, noise and timesteps"),
+        ("--num-workers", int, "data-loading processes per training process"),
+    ]
+    for option, kind, text in options:
+        default = defaults[option[2:].replace("-", "_")]
+        parser.add_argument(option, type=kind, default=default, help=f"{text} (default: {default!r})")
+    parser.add_argument("--resume", help="'latest' or a checkpoint-STEP folder to continue from")
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="save UNet memory at some speed")
+    parser.add_argument("--cpu", action="store_true", help="train on CPUs (several processes use gloo)")
+    parser.add_argument("--offline", action="store_true", help="never touch the network for the base model")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from zeroshot.qffusion.training import TrainingSettings, train_qga
+
+    args = vars(build_parser().parse_args(argv))
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
+    args["progress"] = not args.pop("no_progress")
+    final = train_qga(TrainingSettings(**args))
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(f"trained model: {final}")
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

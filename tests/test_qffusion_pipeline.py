@@ -1,0 +1,271 @@
+"""QffusionPipeline on tiny random models, and dual-frame editing of a real video (the API and scripts/edit.py)."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import EulerDiscreteScheduler
+from PIL import Image
+
+from zeroshot.cli import run
+from zeroshot.qffusion import QffusionConfig, QffusionPipeline, edit_video, save_qffusion_model, smooth_jump_cut
+from zeroshot.qffusion.checkpoint import save_unet_weights
+from zeroshot.testing import SD15_SCHEDULER_CONFIG, build_random_components, sample_video_path
+from zeroshot.video import read_video, write_video
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIP_FRAMES = 9
+
+
+@pytest.fixture(scope="module")
+def components12():
+    return build_random_components("tiny", unet_in_channels=12, with_controlnet=False, seed=3)
+
+
+@pytest.fixture(scope="module")
+def pipe(components12):
+    pipe = QffusionPipeline.from_components(components12)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def checkpoint(components12, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("qffusion") / "ckpt"
+    return save_qffusion_model(components12, folder, QffusionConfig(resolution=32))
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """The first frames of the real carphone video (a man talking in a car), as an .mp4 and decoded."""
+    video = read_video(sample_video_path("carphone"), max_frames=CLIP_FRAMES)
+    path = write_video(video.frames, tmp_path_factory.mktemp("clip") / "carphone.mp4", video.fps)
+    return path, read_video(path)
+
+
+def _edited(frame):
+    """A stand-in for an edit made in an image editor: warmer colours and a dark band (sunglasses, say)."""
+    edited = frame.astype(np.int16)
+    edited[..., 0] += 40
+    edited[40:55, 60:120] //= 4
+    return np.clip(edited, 0, 255).astype(np.uint8)
+
+
+def _random_images(count, seed, size=32):
+    return np.random.default_rng(seed).integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+
+
+def _run(pipe, conditions, seed=0, **kwargs):
+    start, end = _random_images(2, 99)
+    options = {"num_inference_steps": 2, "generator": torch.Generator().manual_seed(seed), **kwargs}
+    return pipe(start, end, conditions, **options)
+
+
+def test_references_are_the_first_and_last_frames(pipe):
+    start, end = _random_images(2, 99)
+    result = _run(pipe, _random_images(7, 1))
+    assert result.frames.shape == (7, 32, 32, 3) and result.frames.dtype == np.uint8
+    assert np.array_equal(result.frames[0], start) and np.array_equal(result.frames[-1], end)
+    assert len(result.schedule) == 3 and result.schedule.kind == "qgp"
+    assert not pipe.unet._forward_pre_hooks and not pipe.unet._forward_hooks  # hook removed after the call
+
+
+@torch.no_grad()
+def test_one_grid_matches_a_hand_driven_hook_loop(pipe, components12):
+    """Four frames are one grid (0, 1, 2, 3): frames 1 and 2 must be tiles b and c of a DDIM loop over the hook with
+    the references in tiles a and d and the conditions in order, noise drawn as documented (pair, then corners)."""
+    from diffusers import DDIMScheduler
+
+    from hooks import QuadrantGridHook, install_quadrant_grid_hook, unpack_pair
+
+    start, end = _random_images(2, 99)
+    conditions = _random_images(4, 8)
+    frames = _run(pipe, conditions, output_type="latent").frames
+
+    def encode(images):
+        tensor = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+        return components12.vae.encode(tensor).latent_dist.mode() * components12.vae.config.scaling_factor
+
+    references, condition_latents = encode(np.stack([start, end])), encode(conditions)
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn(1, 4, 4, 8, generator=generator)
+    corner_noise = torch.randn(2, 1, 4, 4, 4, generator=generator)
+    scheduler = DDIMScheduler.from_config(components12.scheduler.config)
+    scheduler.set_timesteps(2)
+    ids = components12.tokenizer([""], padding="max_length", return_tensors="pt").input_ids
+    text = components12.text_encoder(ids)[0]
+    hook = QuadrantGridHook(scheduler.alphas_cumprod)
+    hook.set_grid(references[:1], references[1:], list(condition_latents[:, None]), corner_noise=list(corner_noise))
+    latents = noise
+    with install_quadrant_grid_hook(components12.unet, hook):
+        for t in scheduler.timesteps:
+            latents = scheduler.step(components12.unet(latents, t, text).sample, t, latents).prev_sample
+    tile_b, tile_c = unpack_pair(latents)
+    torch.testing.assert_close(frames[1:3], torch.cat([tile_b, tile_c]), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(frames[[0, 3]], references, rtol=1e-5, atol=1e-5)
+
+
+def test_batched_grids_equal_grids_one_at_a_time(pipe):
+    conditions = _random_images(10, 2)
+    batched = _run(pipe, conditions, batch_size=3, output_type="latent").frames
+    single = _run(pipe, conditions, batch_size=1, output_type="latent").frames
+    torch.testing.assert_close(batched, single, rtol=1e-5, atol=1e-5)
+
+
+def test_first_qgp_wave_is_a_four_frame_run(pipe):
+    conditions = _random_images(10, 3)
+    long = _run(pipe, conditions, output_type="latent").frames
+    short = _run(pipe, conditions[[0, 3, 6, 9]], output_type="latent").frames
+    torch.testing.assert_close(long[[3, 6]], short[[1, 2]], rtol=1e-5, atol=1e-5)
+
+
+def test_qgp_propagates_through_generated_frames_naive_does_not(pipe):
+    """Changing frame 6's condition changes every frame QGP derives from frames 3 and 6, but only frames 3 and 6
+    (the grid (0, 3, 6, 9)) in the naive order, whose references are always frames 0 and 9."""
+    conditions = _random_images(10, 4)
+    changed = conditions.copy()
+    changed[6] = _random_images(1, 5)[0]
+    for schedule, expected in (("qgp", set(range(1, 9))), ("naive", {3, 6})):
+        before = _run(pipe, conditions, schedule=schedule, output_type="latent").frames
+        after = _run(pipe, changed, schedule=schedule, output_type="latent").frames
+        differs = {i for i in range(10) if not torch.allclose(before[i], after[i], atol=1e-6)}
+        assert differs == expected, schedule
+
+
+def test_any_scheduler_and_hook_removed_on_error(pipe):
+    default = pipe.scheduler
+    try:
+        pipe.scheduler = EulerDiscreteScheduler.from_config(SD15_SCHEDULER_CONFIG)
+        result = _run(pipe, _random_images(5, 6))
+        assert result.frames.shape == (5, 32, 32, 3)
+        assert np.isfinite(result.frames).all() and result.frames[1:-1].std() > 0
+    finally:
+        pipe.scheduler = default
+
+    def failing_callback(pipe, step, timestep, kwargs):
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        _run(pipe, _random_images(5, 6), callback_on_step_end=failing_callback)
+    assert not pipe.unet._forward_pre_hooks and not pipe.unet._forward_hooks
+
+
+def test_pipeline_rejects_bad_settings(pipe):
+    with pytest.raises(ValueError, match="multiples of 8"):
+        _run(pipe, _random_images(4, 7), height=30)
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        _run(pipe, _random_images(1, 7))
+    with pytest.raises(ValueError, match="Unknown schedule 'spiral'"):
+        _run(pipe, _random_images(4, 7), schedule="spiral")
+
+
+def test_edit_real_video_keeps_count_rate_size_and_references(pipe, clip):
+    _, video = clip
+    start, end = _edited(video.frames[0]), _edited(video.frames[-1])
+    config = QffusionConfig(resolution=32)
+    result = edit_video(
+        pipe, config, video, start, end, num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+        progress=False,
+    )  # fmt: skip
+    assert result.video.frames.shape == video.frames.shape and result.video.fps == video.fps
+    assert np.array_equal(result.video.frames[0], start) and np.array_equal(result.video.frames[-1], end)
+    assert result.conditions.shape == (CLIP_FRAMES, 32, 40, 3)  # short side 32, aspect kept, multiples of 8
+    assert result.conditions[:, :, :, :].max() == 255  # the face was found and drawn
+    assert len(result.schedule) > 0 and all(not np.array_equal(f, video.frames[1]) for f in result.video.frames[1:-1])
+
+
+def test_jump_cut_transition(pipe, clip):
+    _, video = clip
+    start, end = video.frames[0], _edited(video.frames[-1])
+    result = smooth_jump_cut(
+        pipe, QffusionConfig(resolution=32), start, end, 5, 12.5, num_inference_steps=2, progress=False,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    assert result.video.frames.shape == (5, *start.shape) and result.video.fps == 12.5
+    assert np.array_equal(result.video.frames[0], start) and np.array_equal(result.video.frames[-1], end)
+
+
+# ---- scripts/edit.py ------------------------------------------------------------------------------------------------
+
+
+def _edit_script():
+    spec = importlib.util.spec_from_file_location("edit_script", ROOT / "scripts" / "edit.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_edit_script_writes_the_whole_video(checkpoint, clip, tmp_path):
+    path, video = clip
+    Image.fromarray(_edited(video.frames[0])).save(tmp_path / "start.png")
+    Image.fromarray(_edited(video.frames[-1])).save(tmp_path / "end.png")
+    out = tmp_path / "edited.mp4"
+    command = [
+        sys.executable, str(ROOT / "scripts" / "edit.py"), "--video", str(path),
+        "--start", str(tmp_path / "start.png"), "--end", str(tmp_path / "end.png"), "--checkpoint", str(checkpoint),
+        "-o", str(out), "--steps", "2", "--device", "cpu", "--no-progress",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    written = read_video(out)
+    assert len(written) == CLIP_FRAMES and written.fps == pytest.approx(video.fps, abs=0.01)
+    assert written.size == video.size
+    error = np.abs(written.frames[0].astype(float) - _edited(video.frames[0])).mean()
+    assert error < np.abs(written.frames[0].astype(float) - video.frames[0]).mean()  # the edited start, not the input
+    report = json.loads((tmp_path / "edited.mp4.report.json").read_text())
+    assert report["frames"] == CLIP_FRAMES and report["grids"] > 0
+
+
+def _script_error(capsys, argv):
+    status = run(_edit_script().main, argv)
+    captured = capsys.readouterr()
+    assert status == 2, captured
+    assert "Traceback" not in captured.err
+    return captured.err
+
+
+def test_edit_script_errors(checkpoint, clip, tiny_components, tiny_model_paths, tmp_path, capsys):
+    path, video = clip
+    start, end = tmp_path / "start.png", tmp_path / "end.png"
+    Image.fromarray(video.frames[0]).save(start)
+    Image.fromarray(video.frames[-1]).save(end)
+    common = ["--start", str(start), "--end", str(end), "--steps", "1", "--device", "cpu", "--no-progress"]
+    out = ["-o", str(tmp_path / "out.mp4")]
+
+    message = _script_error(capsys, ["--video", str(path), "--checkpoint", str(tiny_model_paths.model), *common, *out])
+    assert "takes 4 input channels: it is a plain Stable Diffusion UNet" in message and "train_qga.py" in message
+    four = save_unet_weights(tiny_components.unet, tmp_path / "sd.safetensors", QffusionConfig())
+    message = _script_error(capsys, ["--video", str(path), "--checkpoint", str(four), *common, *out])
+    assert "takes 4 input channels: it is a plain Stable Diffusion UNet" in message
+
+    missing = ["--video", str(path), "--checkpoint", str(checkpoint), *common, *out]
+    missing[missing.index(str(end))] = str(tmp_path / "nowhere.png")
+    assert "nowhere.png' does not exist" in _script_error(capsys, missing)
+
+    Image.fromarray(video.frames[0]).resize((64, 64)).save(tmp_path / "small.png")
+    wrong_size = ["--video", str(path), "--checkpoint", str(checkpoint), *common, *out]
+    wrong_size[wrong_size.index(str(start))] = str(tmp_path / "small.png")
+    message = _script_error(capsys, wrong_size)
+    assert "The start image is 64x64 but the video's frames are 176x144" in message
+
+    assert "Pass --video IN" in _script_error(capsys, ["--checkpoint", str(checkpoint), *common, *out])
+    assert "does not exist" in _script_error(
+        capsys, ["--video", str(path), "--checkpoint", str(tmp_path / "no-ckpt"), *common, *out]
+    )
+
+
+def test_edit_script_error_exits_without_traceback(checkpoint, tmp_path):
+    command = [
+        sys.executable, str(ROOT / "scripts" / "edit.py"), "--video", str(tmp_path / "none.mp4"), "--start",
+        str(tmp_path / "s.png"), "--end", str(tmp_path / "e.png"), "--checkpoint", str(checkpoint),
+        "-o", str(tmp_path / "out.mp4"),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: Image") and "Traceback" not in result.stderr
+    assert not (tmp_path / "out.mp4").exists()

@@ -1,0 +1,186 @@
+"""QGA fine-tuning on a tiny model and a real clip: the widened UNet starts as Stable Diffusion, training overfits,
+resuming is exact, the result loads into the edit pipeline, several processes work, and bad runs are explained."""
+
+import copy
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMScheduler
+from safetensors.torch import load_file
+
+from zeroshot.cli import run
+from zeroshot.loading import load_components
+from zeroshot.qffusion import QffusionPipeline, edit_video, load_qffusion_components
+from zeroshot.qffusion.data import QuadrantGridDataset, prepare_video
+from zeroshot.qffusion.training import TrainingSettings, _grid_loss, train_qga, widen_conv_in
+from zeroshot.testing import sample_video_path
+from zeroshot.video import read_video, write_video
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("videos")
+    video = read_video(sample_video_path("carphone"), max_frames=14)
+    write_video(video.frames, folder / "carphone.mp4", video.fps)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def settings(tiny_model_paths, data_folder, tmp_path_factory):
+    return TrainingSettings(
+        model=str(tiny_model_paths.model),
+        data=str(data_folder),
+        output_dir=str(tmp_path_factory.mktemp("run") / "full"),
+        resolution=32,
+        interval="1:2",
+        learning_rate=2e-3,
+        warmup_steps=2,
+        max_steps=24,
+        gradient_accumulation=2,
+        checkpoint_every=12,
+        keep_checkpoints=0,
+        num_workers=0,
+        cpu=True,
+        offline=True,
+        progress=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def full_run(settings):
+    return train_qga(settings)
+
+
+def test_widened_unet_computes_what_stable_diffusion_computed(tiny_components):
+    base = copy.deepcopy(tiny_components.unet)
+    widened = widen_conv_in(copy.deepcopy(tiny_components.unet))
+    assert widened.config.in_channels == 12 and widened.conv_in.weight[:, :8].abs().sum() == 0
+    generator = torch.Generator().manual_seed(0)
+    noisy = torch.randn(2, 4, 8, 8, generator=generator)
+    grids = torch.randn(2, 8, 8, 8, generator=generator) * 3  # reference and condition channels: anything
+    text = torch.randn(2, 77, 32, generator=generator)
+    with torch.no_grad():
+        expected = base(noisy, 300, text).sample
+        actual = widened(torch.cat([grids, noisy], dim=1), 300, text).sample
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
+
+
+def _fixed_loss(unet, components, video):
+    """The loss over every sample of the clip, with fixed noise and timesteps."""
+    dataset = QuadrantGridDataset([video], (1, 1))
+    batch = {key: torch.stack([dataset[i][key] for i in range(len(dataset))]) for key in ("frames", "conditions")}
+    ids = components.tokenizer([""], padding="max_length", return_tensors="pt").input_ids
+    with torch.no_grad():
+        text = components.text_encoder(ids)[0]
+        scheduler = DDPMScheduler.from_config(components.scheduler.config)
+        losses = [
+            _grid_loss(batch, unet, components.vae, text, scheduler, torch.float32, torch.Generator().manual_seed(s))
+            for s in range(4)
+        ]
+    return float(torch.stack(losses).mean())
+
+
+def test_training_overfits_a_clip(full_run, settings, tiny_model_paths):
+    log = [json.loads(line) for line in (Path(settings.output_dir) / "log.jsonl").read_text().splitlines()]
+    assert [record["step"] for record in log] == list(range(1, 25))
+    assert log[0]["lr"] == pytest.approx(1e-3) and log[-1]["lr"] == pytest.approx(2e-3)  # warm-up over 2 steps
+    video = prepare_video(
+        Path(settings.data) / "carphone.mp4", Path(settings.output_dir) / "data-cache", resolution=32
+    )  # the cache the run wrote
+    assert video.frames.shape == (14, 32, 32, 3)
+    base = load_components(str(tiny_model_paths.model), None, device="cpu")
+    trained, config = load_qffusion_components(str(full_run), device="cpu")
+    before = _fixed_loss(widen_conv_in(base.unet), base, video)
+    after = _fixed_loss(trained.unet, trained, video)
+    assert after < 0.6 * before, (before, after)
+    assert config.resolution == 32 and config.frame_interval == "1:2" and config.condition == "face"
+
+
+def test_resumed_run_ends_where_the_uninterrupted_run_ends(full_run, settings, tmp_path):
+    interrupted = replace(settings, output_dir=str(tmp_path / "resumed"), max_steps=12)
+    train_qga(interrupted)
+    assert sorted(p.name for p in Path(interrupted.output_dir).glob("checkpoint-*")) == ["checkpoint-12"]
+    train_qga(replace(interrupted, max_steps=24, resume="latest"))
+    full = load_file(Path(settings.output_dir) / "checkpoint-24" / "unet.safetensors")
+    resumed = load_file(Path(interrupted.output_dir) / "checkpoint-24" / "unet.safetensors")
+    assert full.keys() == resumed.keys()
+    for name in full:
+        torch.testing.assert_close(resumed[name], full[name], rtol=0, atol=1e-7, msg=name)
+    log = [json.loads(line) for line in (Path(interrupted.output_dir) / "log.jsonl").read_text().splitlines()]
+    assert [record["step"] for record in log] == list(range(1, 25))
+
+
+def test_trained_checkpoints_load_into_the_edit_pipeline(full_run, settings, tiny_model_paths, data_folder):
+    video = read_video(data_folder / "carphone.mp4", max_frames=5)
+    unet_file = Path(settings.output_dir) / "checkpoint-24" / "unet.safetensors"
+    for checkpoint in (full_run, unet_file):
+        components, config = load_qffusion_components(str(checkpoint), model=str(tiny_model_paths.model))
+        pipe = QffusionPipeline.from_components(components)
+        start, end = video.frames[0], video.frames[-1]
+        result = edit_video(pipe, config, video, start, end, num_inference_steps=2, progress=False)
+        assert result.video.frames.shape == video.frames.shape
+        assert np.array_equal(result.video.frames[0], video.frames[0])
+        assert result.conditions.shape[1] == 32  # the checkpoint's training resolution
+
+
+def test_two_processes(settings, tmp_path):
+    output = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(ROOT / "scripts" / "train_qga.py"),
+        "--model", settings.model, "--data", settings.data, "--output-dir", str(output), "--resolution", "32",
+        "--interval", "1", "--max-steps", "2", "--checkpoint-every", "2", "--num-workers", "0", "--cpu", "--offline",
+        "--no-progress", "--warmup-steps", "0",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("trained model:") == 1
+    checkpoint = output / "checkpoint-2"
+    assert (checkpoint / "random_states_0.pkl").is_file() and (checkpoint / "random_states_1.pkl").is_file()
+    assert len((output / "log.jsonl").read_text().splitlines()) == 2
+    assert (output / "final" / "qffusion.json").is_file()
+
+
+def _train_script_error(capsys, argv):
+    spec = importlib.util.spec_from_file_location("train_script", ROOT / "scripts" / "train_qga.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    status = run(module.main, argv)
+    captured = capsys.readouterr()
+    assert status == 2, captured
+    assert "Traceback" not in captured.err
+    return captured.err
+
+
+def test_train_script_errors(full_run, settings, tmp_path, capsys):
+    common = ["--model", settings.model, "--cpu", "--offline", "--no-progress", "--num-workers", "0"]
+    run_args = ["--data", settings.data, "--resolution", "32", "--interval", "1:2", *common]
+    message = _train_script_error(capsys, [*run_args, "--output-dir", settings.output_dir])
+    assert "already holds checkpoints (newest checkpoint-24). Continue with --resume latest" in message
+    changed = [*run_args[:3], "64", *run_args[4:], "--output-dir", settings.output_dir, "--resume", "latest"]
+    message = _train_script_error(capsys, changed)
+    assert "Cannot resume from" in message and "resolution (32 -> 64)" in message
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    message = _train_script_error(capsys, ["--data", str(empty), "--output-dir", str(tmp_path / "o"), *common])
+    assert "No videos" in message
+    message = _train_script_error(
+        capsys, ["--data", settings.data, "--output-dir", str(tmp_path / "o"), "--interval", "0", *common]
+    )
+    assert "--interval must be at least 1" in message
+    message = _train_script_error(
+        capsys,
+        ["--data", settings.data, "--output-dir", str(tmp_path / "o2"), "--resolution", "32", "--interval", "6",
+         *common],
+    )  # fmt: skip
+    assert "No video is long enough for four frames 6 apart (19 frames); the longest has 14" in message

@@ -1,0 +1,54 @@
+"""Outputs that appear only once complete: write under a hidden temporary name beside the target, then rename.
+
+An interrupted run (an exception, Ctrl-C, a killed process) therefore never leaves a file or folder at the target
+path that looks finished, and a reader never sees half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+@contextmanager
+def staged_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yields a temporary path beside `path` (same suffix) to write; renames it to `path` when the block succeeds
+    and deletes it when the block raises."""
+    path = Path(path)
+    handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+    os.close(handle)
+    staging = Path(name)
+    try:
+        yield staging
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
+@contextmanager
+def staged_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yields a temporary folder beside `path` to fill; moves it to `path` (which must be missing or empty) when the
+    block succeeds, and deletes it when the block raises."""
+    path = Path(path)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    try:
+        yield staging
+        if path.exists():
+            path.rmdir()
+        staging.rename(path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_json(path: str | os.PathLike, document: Any, *, indent: int | None = 2) -> Path:
+    """Writes `document` as JSON to `path`, atomically."""
+    path = Path(path)
+    with staged_file(path) as staging:
+        staging.write_text(json.dumps(document, indent=indent))
+    return path

@@ -1,0 +1,98 @@
+"""Qffusion: a whole video through QffusionPipeline, QGP with grids batched per wave vs one grid at a time vs the
+naive order; and the quadrant-grid hook's cost on one UNet call against packing the grid by hand.
+
+Random models (no weights needed): `--arch tiny` for a CPU, `--arch sd15` (Stable Diffusion 1.5's shapes) on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from . import compare, describe_device, format_table
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--arch", choices=["tiny", "sd15"], default="tiny", help="random model shapes")
+    parser.add_argument("--frames", type=int, default=16, help="frames of the video (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=5, help="denoising steps per grid (default: %(default)s)")
+    parser.add_argument("--resolution", type=int, help="frame side in pixels (default: 64 tiny, 256 sd15)")
+    parser.add_argument("--batch-size", type=int, default=8, help="grids per batch (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: %(default)s)")
+
+
+def main(args: argparse.Namespace) -> None:
+    from hooks import QuadrantGridHook, install_quadrant_grid_hook, pack_pair
+
+    from ..loading import resolve_device
+    from ..qffusion import QffusionPipeline, build_schedule
+    from ..testing import build_random_components
+
+    device = resolve_device(args.device)
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    resolution = args.resolution or (64 if args.arch == "tiny" else 256)
+    components = build_random_components(args.arch, unet_in_channels=12, with_controlnet=False).to(device, dtype)
+    pipe = QffusionPipeline.from_components(components)
+    pipe.set_progress_bar_config(disable=True)
+    rng = np.random.default_rng(0)
+    conditions = rng.integers(0, 256, (args.frames, resolution, resolution, 3), dtype=np.uint8)
+    start, end = rng.integers(0, 256, (2, resolution, resolution, 3), dtype=np.uint8)
+
+    def video(schedule: str, batch_size: int):
+        return lambda: pipe(
+            start, end, conditions, schedule=schedule, num_inference_steps=args.steps, batch_size=batch_size,
+            generator=torch.Generator(device).manual_seed(0), output_type="latent",
+        )  # fmt: skip
+
+    print(f"{describe_device(device)}, {args.arch} models, {args.frames} frames of {resolution}px, {args.steps} steps")
+    for kind in ("qgp", "naive"):
+        schedule = build_schedule(args.frames, kind)
+        print(f"{kind}: {len(schedule)} grids in {len(schedule.waves)} waves")
+    candidates = {
+        "qgp, one grid at a time": video("qgp", 1),
+        f"qgp, {args.batch_size} grids per batch": video("qgp", args.batch_size),
+        f"naive, {args.batch_size} grids per batch": video("naive", args.batch_size),
+    }
+    results = compare(candidates, device, rounds=args.rounds)
+    baseline = results["qgp, one grid at a time"].seconds
+    rows = [(name, m.seconds, baseline / m.seconds, m.peak_memory_bytes / 2**20) for name, m in results.items()]
+    print(format_table(["whole video", "seconds", "speed-up", "peak MiB"], rows))
+
+    # One UNet call: through the hook vs the same 12-channel grid packed by hand.
+    latent = resolution // pipe.vae_scale_factor
+    generator = torch.Generator(device).manual_seed(1)
+
+    def tile() -> torch.Tensor:
+        return torch.randn(args.batch_size, 4, latent, latent, generator=generator, device=device, dtype=dtype)
+
+    r_a, r_d, pair_b, pair_c = tile(), tile(), tile(), tile()
+    conditions_latent = [tile() for _ in range(4)]
+    text = torch.randn(args.batch_size, 77, components.unet.config.cross_attention_dim, device=device, dtype=dtype)
+    hook = QuadrantGridHook(components.scheduler.alphas_cumprod)
+    hook.set_grid(r_a, r_d, conditions_latent, generator=generator)
+    pair = pack_pair(pair_b, pair_c)
+    packed = hook.unet_input(pair, 500)
+
+    def by_hand():
+        with torch.no_grad():
+            return components.unet(packed, 500, text).sample
+
+    def hooked():
+        with torch.no_grad(), install_quadrant_grid_hook(components.unet, hook):
+            return components.unet(pair, 500, text).sample
+
+    def packing_alone():
+        return hook.unet_output(hook.unet_input(pair, 500))
+
+    candidates = {
+        "UNet, grid packed by hand": by_hand,
+        "UNet through the hook": hooked,
+        "the hook's work": packing_alone,
+    }
+    results = compare(candidates, device, rounds=max(10, args.rounds))
+    baseline = results["UNet, grid packed by hand"].seconds
+    rows = [(name, m.seconds * 1000, m.seconds / baseline) for name, m in results.items()]
+    print(format_table([f"one UNet call, {args.batch_size} grids", "ms", "time ratio"], rows))

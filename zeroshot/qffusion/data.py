@@ -1,0 +1,291 @@
+"""Training data for QGA fine-tuning: videos cropped around the subject, their landmarks, and quadrant-grid samples.
+
+Each video is prepared once (the paper: "cropped to keep the face at the center and resized to 256x256"):
+
+1. its frames are streamed through the landmark detector of the condition kind (MediaPipe face mesh and pose for
+   `"face"`), frames without a detection filled in by interpolation;
+2. one square crop for the whole video is centred on the median centre of the subject (the face-mesh box for `"face"`)
+   with side `crop_scale` times the median subject size, limited to the frame and shifted inside it;
+3. the frames are streamed again, cropped, resized to `resolution` and stored as a `uint8` `.npy` array (read back
+   memory-mapped), with the landmarks in crop coordinates.
+
+The cache folder of a video is named after a hash of its path, size, modification time and the preparation
+settings; it is written under a temporary name and renamed when complete, so an interrupted run keeps every video it
+finished and never reads a half-written one.
+
+A sample is four frames `s, s + k, s + 2k, s + 3k` at interval `k` (fixed, the paper's 5, or every interval of a range,
+each pair of start and interval one sample) and their condition images, drawn with the checkpoint's rendering at
+`resolution`. Samples are a pure function of their index, so the data order alone (a seeded sampler) decides what a
+run sees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import ZeroshotError
+from ..video import VIDEO_SUFFIXES
+from .conditions import (
+    PortraitLandmarks,
+    detect_landmarks,
+    landmarks_from_arrays,
+    render_conditions,
+    rendering_version,
+)
+
+if TYPE_CHECKING:
+    from .body import BodyLandmarks
+
+logger = logging.getLogger(__name__)
+
+#: Bump when the preparation changes, so old caches are not reused.
+_PREPARATION_VERSION = 1
+
+
+def parse_interval(text: str) -> tuple[int, int]:
+    """`"5"` -> `(5, 5)`; `"2:8"` -> `(2, 8)` (a range, both ends included).
+
+    Raises:
+        [`~zeroshot.errors.ZeroshotError`]: not a positive number or range.
+    """
+    try:
+        low, _, high = str(text).partition(":")
+        interval = (int(low), int(high or low))
+    except ValueError as error:
+        raise ZeroshotError(f"--interval must be a number or a range LOW:HIGH, got {text!r}.") from error
+    if interval[0] < 1 or interval[1] < interval[0]:
+        raise ZeroshotError(f"--interval must be at least 1 (and LOW <= HIGH), got {text!r}.")
+    return interval
+
+
+def find_videos(folder: str | Path) -> list[Path]:
+    """The video files in `folder` and its subfolders, sorted.
+
+    Raises:
+        [`~zeroshot.errors.ZeroshotError`]: the folder is missing or holds no videos.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ZeroshotError(f"The data folder {str(folder)!r} does not exist; pass a folder of videos with --data.")
+    suffixes = [suffix for suffix in VIDEO_SUFFIXES if suffix != ".gif"]  # streamed through ffmpeg
+    videos = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+    if not videos:
+        suffixes = ", ".join(suffixes)
+        raise ZeroshotError(f"No videos ({suffixes}) in {str(folder)!r}.")
+    return videos
+
+
+def _stream_frames(path: Path) -> tuple[dict, Iterator[np.ndarray]]:
+    import imageio_ffmpeg
+
+    try:
+        reader = imageio_ffmpeg.read_frames(str(path))
+        meta = next(reader)
+    except (OSError, RuntimeError, StopIteration) as error:
+        raise ZeroshotError(f"Cannot read {str(path)!r} as a video: {error}") from error
+    width, height = meta["size"]
+
+    def frames() -> Iterator[np.ndarray]:
+        try:
+            for raw in reader:
+                yield np.frombuffer(raw, np.uint8).reshape(height, width, 3)
+        finally:
+            reader.close()
+
+    return meta, frames()
+
+
+def _pixel_box(box: tuple[float, float, float, float], frame_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """A square crop `(left, top, side, side)` as whole pixels `(left, top, right, bottom)` inside the frame."""
+    left, top, side, _ = box
+    side = max(1, min(round(side), *frame_size))
+    left = min(max(round(left), 0), frame_size[0] - side)
+    top = min(max(round(top), 0), frame_size[1] - side)
+    return left, top, left + side, top + side
+
+
+def subject_crop(
+    landmarks: PortraitLandmarks | BodyLandmarks, frame_size: tuple[int, int], crop_scale: float
+) -> tuple[float, float, float, float]:
+    """One square crop `(left, top, side, side)` in pixels for a whole video: centred on the median centre of the
+    subject (face mesh, or body keypoints), side `crop_scale` times its median size, limited to the frame and shifted
+    inside it."""
+    width, height = frame_size
+    boxes = landmarks.subject_boxes() * np.array([width, height, width, height], np.float32)
+    centre_x = float(np.median((boxes[:, 0] + boxes[:, 2]) / 2))
+    centre_y = float(np.median((boxes[:, 1] + boxes[:, 3]) / 2))
+    size = float(np.median(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])))
+    side = min(max(crop_scale * size, 8.0), float(width), float(height))
+    left = min(max(centre_x - side / 2, 0.0), width - side)
+    top = min(max(centre_y - side / 2, 0.0), height - side)
+    return left, top, side, side
+
+
+@dataclass
+class PreparedVideo:
+    """One prepared training video.
+
+    Args:
+        source (`str`): the original file.
+        frames (`np.ndarray`): `uint8` `[N, resolution, resolution, 3]`, memory-mapped.
+        landmarks ([`~zeroshot.qffusion.conditions.PortraitLandmarks`] or [`~zeroshot.qffusion.body.BodyLandmarks`]):
+            in crop coordinates.
+        fps (`float`): the original frame rate.
+    """
+
+    source: str
+    frames: np.ndarray
+    landmarks: PortraitLandmarks | BodyLandmarks
+    fps: float
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+def _cache_key(path: Path, settings: dict) -> str:
+    stat = path.stat()
+    identity = {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, **settings}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _load_prepared(folder: Path) -> PreparedVideo:
+    meta = json.loads((folder / "meta.json").read_text())
+    with np.load(folder / "landmarks.npz") as arrays:
+        landmarks = landmarks_from_arrays(meta["condition"], dict(arrays))
+    return PreparedVideo(
+        source=meta["source"],
+        frames=np.load(folder / "frames.npy", mmap_mode="r"),
+        landmarks=landmarks,
+        fps=meta["fps"],
+    )
+
+
+def prepare_video(
+    path: str | Path,
+    cache_dir: str | Path,
+    *,
+    resolution: int,
+    crop_scale: float = 2.5,
+    condition: str = "face",
+    progress: bool = True,
+) -> PreparedVideo:
+    """Crops, resizes and annotates one video for training, or reads it back from `cache_dir` (see the module).
+
+    Args:
+        path (`str` or `Path`): the video.
+        cache_dir (`str` or `Path`): where prepared videos are kept.
+        resolution (`int`): side of the square training frames, in pixels.
+        crop_scale (`float`, *optional*, defaults to 2.5): crop side over the subject's size.
+        condition (`str`, *optional*, defaults to `"face"`): the condition kind whose landmarks are detected.
+        progress (`bool`, *optional*, defaults to `True`): progress bars.
+
+    Returns:
+        [`PreparedVideo`]: the frames (memory-mapped) and landmarks.
+    """
+    path = Path(path)
+    settings = {
+        "resolution": resolution,
+        "crop_scale": crop_scale,
+        "condition": condition,
+        "version": _PREPARATION_VERSION,
+    }
+    cache_dir = Path(cache_dir)
+    folder = cache_dir / f"{path.stem}-{_cache_key(path, settings)}"
+    if (folder / "meta.json").is_file():
+        return _load_prepared(folder)
+    meta, frames = _stream_frames(path)
+    frame_size = tuple(meta["size"])
+    landmarks = detect_landmarks(condition, frames, video=True, progress=progress, what=f"the video {str(path)!r}")
+    box = _pixel_box(subject_crop(landmarks, frame_size, crop_scale), frame_size)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=cache_dir))
+    try:
+        stored = np.lib.format.open_memmap(
+            staging / "frames.npy", mode="w+", dtype=np.uint8, shape=(len(landmarks), resolution, resolution, 3)
+        )
+        _, frames = _stream_frames(path)
+        for index, frame in enumerate(frames):
+            if index >= len(stored):
+                break
+            crop = Image.fromarray(frame).crop(box)
+            stored[index] = np.asarray(crop.resize((resolution, resolution), Image.Resampling.LANCZOS))
+        stored.flush()
+        del stored
+        cropped = landmarks.cropped((box[0], box[1], box[2] - box[0], box[3] - box[1]), frame_size)
+        np.savez(staging / "landmarks.npz", **cropped.arrays())
+        record = {
+            "source": str(path),
+            "fps": float(meta.get("fps") or 25.0),
+            "frame_size": list(frame_size),
+            "crop": list(box),
+            "rendering": rendering_version(condition),
+            **settings,
+        }
+        (staging / "meta.json").write_text(json.dumps(record, indent=2))
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("Prepared %s: %d frames, crop %s", path, len(landmarks), box)
+    return _load_prepared(folder)
+
+
+class QuadrantGridDataset(torch.utils.data.Dataset):
+    """Four frames at a fixed (or random) interval and their condition images, from prepared videos.
+
+    Items are dicts with `"frames"` and `"conditions"`, both `[4, 3, resolution, resolution]` float tensors in
+    [-1, 1] (frames a, b, c, d in order).
+
+    Args:
+        videos (`Sequence[PreparedVideo]`): prepared videos.
+        interval (`tuple[int, int]`): the interval, or a range of intervals (both ends included), each its own item.
+        condition (`str`, *optional*, defaults to `"face"`): the condition kind to draw.
+
+    Raises:
+        [`~zeroshot.errors.ZeroshotError`]: no video is long enough for four frames at the largest interval.
+    """
+
+    def __init__(self, videos: Sequence[PreparedVideo], interval: tuple[int, int], condition: str = "face"):
+        self.videos = list(videos)
+        self.interval = interval
+        self.condition = condition
+        self.items = [
+            (v, start, step)
+            for v, video in enumerate(self.videos)
+            for step in range(interval[0], interval[1] + 1)
+            for start in range(len(video) - 3 * step)
+        ]
+        if not self.items:
+            span = 3 * interval[0]
+            longest = max((len(video) for video in self.videos), default=0)
+            raise ZeroshotError(
+                f"No video is long enough for four frames {interval[0]} apart ({span + 1} frames); the longest has "
+                f"{longest}. Use a smaller --interval or longer videos."
+            )
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        video_index, start, step = self.items[index]
+        video = self.videos[video_index]
+        frames = [start + step * i for i in range(4)]
+        resolution = video.frames.shape[1]
+        images = np.asarray(video.frames[frames])
+        conditions = render_conditions(self.condition, video.landmarks[frames], resolution, resolution)
+
+        def to_tensor(array: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+        return {"frames": to_tensor(images), "conditions": to_tensor(conditions)}
