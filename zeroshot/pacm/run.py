@@ -46,7 +46,8 @@ class PACMResult:
             and the target frames) after sampling step `i`; frame 0 then retraces `latents` exactly.
         attention_maps (`torch.Tensor | None`): `[F, T, h, w]` subject-token cross-attention maps of each target frame
             at each step (`None` without a subject).
-        masks (`torch.Tensor | None`): `[F, T, h, w]` boolean character masks `M_i,t` from `attention_maps`.
+        masks (`torch.Tensor | None`): `[F, T, h, w]` float32 character masks `M_i,t` (0 or 1) from `attention_maps`:
+            each map divided by its maximum, then `> settings.mask_threshold`.
         num_frames (`int`): the number of target frames `F`.
         stats (`dict[str, StageStats]`): per stage (`"ddim_inversion"`, `"source"`, `"frames"`): UNet forward and
             backward evaluations, wall time, what came from the cache.
