@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import safetensors.torch
 import torch
 from safetensors import safe_open
 
+from ..atomic import staged_file
 from ..components import ModelComponents
 from ..errors import ZeroshotError
 
@@ -131,7 +131,7 @@ class PACMCache:
             return None
 
     def save(self, kind: str, key: str, tensors: dict[str, torch.Tensor], description: dict) -> None:
-        """Writes entry `kind`-`key` atomically: to a temporary file beside it, flushed, then renamed into place.
+        """Writes entry `kind`-`key` atomically: to a temporary file beside it, renamed into place once complete.
 
         Args:
             kind (`str`): the stage, e.g. `"source"`.
@@ -143,22 +143,12 @@ class PACMCache:
         if path is None:
             return
         metadata = {"format": CACHE_FORMAT, "key": key, "kind": kind, "description": json.dumps(description)}
-        payload = safetensors.torch.save(
-            {name: tensor.detach().to("cpu").contiguous() for name, tensor in tensors.items()}, metadata
-        )
+        tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in tensors.items()}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            descriptor, staging = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+            with staged_file(path) as staging:
+                safetensors.torch.save_file(tensors, str(staging), metadata)
         except OSError as error:
             raise ZeroshotError(
-                f"Cannot write the PACM cache in {path.parent} ({error}); pass another --cache-dir."
+                f"Cannot write the PACM cache in {path.parent} ({error}); free some space or pass another --cache-dir."
             ) from error
-        try:
-            with os.fdopen(descriptor, "wb") as file:
-                file.write(payload)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(staging, path)
-        except BaseException:
-            Path(staging).unlink(missing_ok=True)
-            raise
