@@ -21,6 +21,7 @@ from zeroshot.cli import run
 # subcommand -> module of zeroshot.bench that implements it (with `add_arguments(parser)` and `main(args)`)
 SUBCOMMANDS: dict[str, str] = {
     "attention": "zeroshot.bench.attention",
+    "pacm": "zeroshot.bench.pacm",
     "poses": "zeroshot.bench.poses",
     "qffusion": "zeroshot.bench.qffusion",
 }

@@ -1,0 +1,56 @@
+"""PACM's settings: command-line options map onto them with the paper's defaults, bad values say what is wrong, and the
+model fingerprint of the cache keys identifies weights, not folders."""
+
+import argparse
+
+import pytest
+
+from zeroshot.errors import ZeroshotError
+from zeroshot.loading import load_components
+from zeroshot.pacm import (
+    PACMSettings,
+    add_pacm_arguments,
+    model_fingerprint,
+    pacm_cache_dir_from_args,
+    pacm_settings_from_args,
+)
+from zeroshot.testing import build_random_components
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser()
+    add_pacm_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_options_default_to_the_paper_and_map_onto_settings(tmp_path):
+    assert pacm_settings_from_args(_parse([])) == PACMSettings()
+    paper = PACMSettings()
+    assert (paper.learning_rate, paper.source_inner_steps, paper.guidance_scale) == (1e-2, 10, 7.5)
+    assert (paper.early_stop_epsilon, paper.early_stop_slope, paper.optimized_slot) == (1e-5, 2e-5, "conditional")
+    args = _parse(["--pacm-mode", "direct", "--steps", "20", "--early-stop", "0", "0", "--cache-dir", str(tmp_path)])
+    settings = pacm_settings_from_args(args)
+    assert (settings.mode, settings.num_inference_steps, settings.early_stop_epsilon) == ("direct", 20, 0.0)
+    assert pacm_cache_dir_from_args(args) == tmp_path
+    assert pacm_cache_dir_from_args(_parse(["--no-cache"])) is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--steps", "0"], "num_inference_steps=0 must be at least 1"),
+        (["--steps", "200"], "keep the learning rate positive over 200 steps"),
+        (["--mask-threshold", "1.5"], r"mask_threshold=1.5 must lie in \[0, 1\)"),
+    ],
+)
+def test_bad_options_raise_one_clear_error(argv, message):
+    with pytest.raises(ZeroshotError, match=message):
+        pacm_settings_from_args(_parse(argv))
+
+
+def test_model_fingerprint_identifies_the_weights_not_the_folder(tiny_components, tiny_model_paths):
+    loaded = load_components(str(tiny_model_paths.model), str(tiny_model_paths.controlnet), offline=True)
+    assert model_fingerprint(loaded) == model_fingerprint(tiny_components)
+    assert model_fingerprint(build_random_components("tiny", seed=1)) != model_fingerprint(tiny_components)
+    rescaled = build_random_components("tiny", seed=0, conv_out_scale=0.2)
+    assert model_fingerprint(rescaled) != model_fingerprint(tiny_components)

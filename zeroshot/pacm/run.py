@@ -1,0 +1,436 @@
+"""The PACM entry point: DDIM inversion, the source's and every target frame's per-step conditioning, character
+masks, evaluation counts; cached, resumable and shardable across processes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+from accelerate import PartialState
+
+from ..components import ModelComponents
+from ..errors import ZeroshotError
+from .cache import PACMCache, cache_key, model_fingerprint
+from .counters import EvaluationCounter, StageStats
+from .ddim import DDIMSchedule
+from .denoiser import ControlledDenoiser
+from .frames import FrameConditioning, frame_conditioning
+from .inversion import ddim_inversion
+from .masks import character_masks, subject_attention_recording
+from .progress import PACMProgress, ProgressReporter
+from .prompt import PromptEmbeddings
+from .settings import PACMSettings
+from .sharding import FrameSharding
+from .source import SourceConditioning, source_conditioning
+
+
+@dataclass
+class PACMResult:
+    """Everything generation needs from PACM. Steps are sampling steps, noisiest first: step `i` goes from timestep
+    `timesteps[i]` (latent `Z_{T-i}`) to the next. Tensors are on the UNet's device, float32.
+
+    Args:
+        settings ([`PACMSettings`]): the settings of the run.
+        timesteps (`torch.Tensor`): `[T]` DDIM timesteps in sampling order.
+        latents (`torch.Tensor`): `[T + 1, 4, h, w]` the inversion trajectory: `latents[j]` is `Z_j`, `latents[0]`
+            the source latent and `latents[T]` the starting noise `Z_T` of every frame.
+        optimized_slot (`str`): the guidance slot the per-step embeddings fill, `"conditional"` or
+            `"unconditional"`; `fixed_embedding` fills the other.
+        fixed_embedding (`torch.Tensor`): `[L, D]`.
+        source_embeddings (`torch.Tensor`): `[T, L, D]` the source's per-step embeddings `∅_s,t` (frame 0).
+        frame_embeddings (`torch.Tensor | None`): `[F, T, L, D]` each target frame's per-step pose-aware embeddings
+            `∅~_i,t` (paper mode); `None` in the fast modes, where frames use `source_embeddings`.
+        source_offsets (`torch.Tensor | None`): `[T, 4, h, w]` in direct mode: added to every frame's latent (frame 0
+            and the target frames) after sampling step `i`; frame 0 then retraces `latents` exactly.
+        attention_maps (`torch.Tensor | None`): `[F, T, h, w]` subject-token cross-attention maps of each target frame
+            at each step (`None` without a subject).
+        masks (`torch.Tensor | None`): `[F, T, h, w]` float32 character masks `M_i,t` (0 or 1) from `attention_maps`:
+            each map divided by its maximum, then `> settings.mask_threshold`.
+        num_frames (`int`): the number of target frames `F`.
+        stats (`dict[str, StageStats]`): per stage (`"ddim_inversion"`, `"source"`, `"frames"`): UNet forward and
+            backward evaluations, wall time, what came from the cache.
+        guidance_scale (`float`): the guidance the embeddings were made for.
+    """
+
+    settings: PACMSettings
+    timesteps: torch.Tensor
+    latents: torch.Tensor
+    optimized_slot: str
+    fixed_embedding: torch.Tensor
+    source_embeddings: torch.Tensor
+    frame_embeddings: torch.Tensor | None
+    source_offsets: torch.Tensor | None
+    attention_maps: torch.Tensor | None
+    masks: torch.Tensor | None
+    num_frames: int
+    stats: dict[str, StageStats]
+
+    @property
+    def guidance_scale(self) -> float:
+        return self.settings.guidance_scale
+
+    def guidance_embeddings(self, step: int, frame: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The `(unconditional, conditional)` `[L, D]` embeddings of sampling step `step` for target frame `frame`
+        (0-based index into the target poses), or for the source (frame 0 of the video) when `frame` is `None`."""
+        per_step = self.source_embeddings
+        if frame is not None and self.frame_embeddings is not None:
+            per_step = self.frame_embeddings[frame]
+        if self.optimized_slot == "conditional":
+            return self.fixed_embedding, per_step[step]
+        return per_step[step], self.fixed_embedding
+
+    def stats_dict(self) -> dict[str, dict[str, int | float | bool]]:
+        """`stats` as plain values, for `report.json`."""
+        return {stage: stats.to_dict() for stage, stats in self.stats.items()}
+
+
+def run_pacm(
+    components: ModelComponents,
+    source_latent: torch.Tensor,
+    prompt: PromptEmbeddings,
+    source_pose: torch.Tensor,
+    target_poses: torch.Tensor,
+    settings: PACMSettings | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    callback: Callable[[PACMProgress], None] | None = None,
+    progress_bar: bool = True,
+    state: PartialState | None = None,
+) -> PACMResult:
+    """Runs PoseAnimate's Pose-Aware Control Module (Sec. 3.2, Alg. 1) or one of its fast modes.
+
+    1. DDIM inversion of the source latent with the ControlNet on the source pose, guidance 1: `Z_0..Z_T`.
+    2. The source's per-step conditioning at `settings.guidance_scale`: pose-aware inversion (paper), the prompt in
+       both slots (negative-prompt) or latent offsets (direct).
+    3. Every target frame's per-step conditioning from `Z_T` with its own pose (Alg. 1 in paper mode), batched by
+       `settings.frame_chunk_size`, with the subject-token cross-attention maps recorded as character masks.
+
+    With `cache_dir`, each stage and each frame is stored as soon as it is done (see [`~zeroshot.pacm.cache`]): a
+    second run on the same inputs evaluates nothing, and a run stopped part-way resumes at the first unfinished
+    chunk of frames. A NaN or infinity stops the run with a [`~zeroshot.errors.ZeroshotError`] naming the stage and
+    step; what was finished stays cached.
+
+    Args:
+        components ([`~zeroshot.components.ModelComponents`]): the models, with the pose ControlNet; they are only
+            read (no weight gradient is ever computed).
+        source_latent (`torch.Tensor`): `[1, 4, h, w]` or `[4, h, w]` the source image's latent, scaled by the VAE's
+            scaling factor.
+        prompt ([`PromptEmbeddings`]): from [`encode_prompt`]; its `subject_token_indices` select the mask tokens.
+        source_pose (`torch.Tensor`): `[1, 3, 8h, 8w]` or `[3, 8h, 8w]` the source pose's ControlNet image, in [0, 1].
+        target_poses (`torch.Tensor`): `[F, 3, 8h, 8w]` the target frames' pose images, in [0, 1] (F may be 0).
+        settings ([`PACMSettings`], *optional*): defaults to the paper's settings.
+        cache_dir (`str` or `os.PathLike`, *optional*): where results are cached; `None` caches nothing.
+        callback (`Callable[[PACMProgress], None]`, *optional*): called after every step of every stage; raise from
+            it to stop the run.
+        progress_bar (`bool`, *optional*, defaults to `True`): show tqdm bars (on the main process only).
+        state (`accelerate.PartialState`, *optional*): under `accelerate launch`, shards the target frames across
+            the processes; every process returns the full result.
+
+    Returns:
+        [`PACMResult`]
+
+    Example:
+
+    ```py
+    >>> from zeroshot.pacm import PACMSettings, encode_prompt, run_pacm
+    >>> prompt = encode_prompt(components, "a photo of an astronaut", subject="astronaut")
+    >>> latent = components.vae.encode(image * 2 - 1).latent_dist.mean * components.vae.config.scaling_factor
+    >>> result = run_pacm(components, latent, prompt, source_pose, target_poses, PACMSettings(), cache_dir="cache")
+    >>> result.frame_embeddings.shape, result.masks.shape, result.stats["source"].backward
+    ```
+    """
+    settings = settings if settings is not None else PACMSettings()
+    device = components.unet.device
+    source_latent, source_pose, target_poses = _validated_inputs(
+        components, source_latent, prompt, source_pose, target_poses, device
+    )
+    prompt = PromptEmbeddings(
+        prompt.conditional.to(device, torch.float32),
+        prompt.unconditional.to(device, torch.float32),
+        prompt.subject_token_indices,
+    )
+    counter = EvaluationCounter()
+    denoiser = ControlledDenoiser(components, counter, settings.controlnet_conditioning_scale)
+    schedule = DDIMSchedule.from_scheduler(components.scheduler, settings.num_inference_steps)
+    cache = PACMCache(cache_dir)
+    sharding = FrameSharding(state)
+    num_frames = target_poses.shape[0]
+    reporter = ProgressReporter(callback, progress_bar and sharding.is_main_process, num_frames)
+    keys = (
+        _CacheKeys(components, source_latent, prompt, source_pose, target_poses, settings) if cache.enabled else None
+    )
+    try:
+        # The main process runs (or reads) the source stages; the others receive their results.
+        if sharding.is_main_process:
+            latents = _inversion_stage(denoiser, schedule, cache, keys, source_latent, prompt, source_pose, reporter)
+            source = _source_stage(denoiser, schedule, cache, keys, latents, prompt, source_pose, settings, reporter)
+        if sharding.num_processes > 1:
+            shared = (latents.cpu(), _to(source, "cpu")) if sharding.is_main_process else None
+            latents, source = sharding.broadcast(shared)
+            latents, source = latents.to(device), _to(source, device)
+        frames = _frames_stage(
+            denoiser, schedule, cache, keys, latents, source, prompt, target_poses, settings, sharding, reporter
+        )
+    finally:
+        reporter.close()
+    stats = counter.stats
+    if sharding.num_processes > 1:
+        stats = _summed(sharding.gather([counter.stats]))
+    maps = frames.attention_maps
+    return PACMResult(
+        settings=settings,
+        timesteps=schedule.timesteps.to(device),
+        latents=latents,
+        optimized_slot=source.optimized_slot,
+        fixed_embedding=source.fixed_embedding,
+        source_embeddings=source.embeddings,
+        frame_embeddings=frames.embeddings,
+        source_offsets=source.offsets,
+        attention_maps=maps,
+        masks=character_masks(maps, settings.mask_threshold) if maps is not None else None,
+        num_frames=num_frames,
+        stats=stats,
+    )
+
+
+class _CacheKeys:
+    """The cache keys of one run (see [`~zeroshot.pacm.cache`] for what each depends on)."""
+
+    def __init__(
+        self,
+        components: ModelComponents,
+        source_latent: torch.Tensor,
+        prompt: PromptEmbeddings,
+        source_pose: torch.Tensor,
+        target_poses: torch.Tensor,
+        settings: PACMSettings,
+    ):
+        fingerprint = model_fingerprint(components)
+        inversion_fields = settings.stage_fields("ddim_inversion")
+        self.inversion = cache_key(
+            "ddim_inversion", [fingerprint, source_latent, prompt.conditional, source_pose, inversion_fields]
+        )
+        self.source = cache_key("source", [self.inversion, prompt.unconditional, settings.stage_fields("source")])
+        frame_fields = [list(prompt.subject_token_indices), settings.stage_fields("frames")]
+        self.frames = [cache_key("frames", [self.source, pose, *frame_fields]) for pose in target_poses]
+
+
+def _inversion_stage(
+    denoiser: ControlledDenoiser,
+    schedule: DDIMSchedule,
+    cache: PACMCache,
+    keys: _CacheKeys | None,
+    source_latent: torch.Tensor,
+    prompt: PromptEmbeddings,
+    source_pose: torch.Tensor,
+    reporter: ProgressReporter,
+) -> torch.Tensor:
+    num_steps = len(schedule)
+    with denoiser.counter.stage("ddim_inversion") as stats:
+        stored = cache.load("ddim_inversion", keys.inversion) if keys is not None else None
+        if stored is not None:
+            stats.cached = True
+            return stored["latents"].to(denoiser.device)
+        reporter.start("ddim_inversion", num_steps)
+        latents = ddim_inversion(
+            denoiser,
+            schedule,
+            source_latent,
+            prompt.conditional,
+            source_pose,
+            on_step=lambda step: reporter.step("ddim_inversion", step, num_steps),
+        )
+        if keys is not None:
+            tensors = {"latents": latents, "timesteps": schedule.timesteps}
+            description = {
+                "num_inference_steps": num_steps,
+                "controlnet_conditioning_scale": denoiser.conditioning_scale,
+            }
+            cache.save("ddim_inversion", keys.inversion, tensors, description)
+        return latents
+
+
+def _source_stage(
+    denoiser: ControlledDenoiser,
+    schedule: DDIMSchedule,
+    cache: PACMCache,
+    keys: _CacheKeys | None,
+    latents: torch.Tensor,
+    prompt: PromptEmbeddings,
+    source_pose: torch.Tensor,
+    settings: PACMSettings,
+    reporter: ProgressReporter,
+) -> SourceConditioning:
+    num_steps = len(schedule)
+    with denoiser.counter.stage("source") as stats:
+        stored = cache.load("source", keys.source) if keys is not None else None
+        if stored is not None:
+            stats.cached = True
+            return _to(
+                SourceConditioning(
+                    stored["embeddings"], stored["fixed_embedding"], settings.optimized_slot, stored.get("offsets")
+                ),
+                denoiser.device,
+            )
+        reporter.start("source", num_steps)
+        source = source_conditioning(
+            denoiser,
+            schedule,
+            latents,
+            prompt,
+            source_pose,
+            settings,
+            on_step=lambda step: reporter.step("source", step, num_steps),
+        )
+        if keys is not None:
+            tensors = {"embeddings": source.embeddings, "fixed_embedding": source.fixed_embedding}
+            if source.offsets is not None:
+                tensors["offsets"] = source.offsets
+            cache.save("source", keys.source, tensors, settings.stage_fields("source"))
+        return source
+
+
+_FRAME_TENSORS = ("embeddings", "attention_maps")
+
+
+def _frames_stage(
+    denoiser: ControlledDenoiser,
+    schedule: DDIMSchedule,
+    cache: PACMCache,
+    keys: _CacheKeys | None,
+    latents: torch.Tensor,
+    source: SourceConditioning,
+    prompt: PromptEmbeddings,
+    target_poses: torch.Tensor,
+    settings: PACMSettings,
+    sharding: FrameSharding,
+    reporter: ProgressReporter,
+) -> FrameConditioning:
+    num_steps, num_frames = len(schedule), target_poses.shape[0]
+    if settings.mode != "paper" and not prompt.subject_token_indices:
+        return FrameConditioning(embeddings=None, attention_maps=None)  # fast modes compute frames only for masks
+    with denoiser.counter.stage("frames") as stats:
+        # The main process decides which frames are pending, so that all processes split the same list.
+        results: dict[int, dict[str, torch.Tensor]] = {}
+        if sharding.is_main_process:
+            for index in range(num_frames):
+                stored = cache.load("frames", keys.frames[index]) if keys is not None else None
+                if stored is not None:
+                    results[index] = stored
+            stats.frames_from_cache = len(results)
+            stats.cached = num_frames > 0 and len(results) == num_frames
+        pending = sharding.broadcast([index for index in range(num_frames) if index not in results])
+        if not sharding.is_main_process:
+            for index in sorted(set(range(num_frames)) - set(pending)):
+                stored = cache.load("frames", keys.frames[index])
+                if stored is None:
+                    raise ZeroshotError(
+                        f"The PACM cache file of frame {index} became unreadable during the run; run again."
+                    )
+                results[index] = stored
+        results = {
+            index: {name: t.to(denoiser.device) for name, t in stored.items()} for index, stored in results.items()
+        }
+        reporter.add_frames(len(results))
+        mine = sharding.split(pending)
+        recording = subject_attention_recording(denoiser.unet, prompt.subject_token_indices, latents.shape[-2:])
+        reporter.start("frames", len(mine) * num_steps)
+        computed: list[tuple[int, dict[str, torch.Tensor]]] = []
+        for start in range(0, len(mine), settings.frame_chunk_size):
+            chunk = mine[start : start + settings.frame_chunk_size]
+            conditioning = frame_conditioning(
+                denoiser,
+                schedule,
+                latents,
+                source,
+                target_poses[chunk],
+                settings,
+                recording,
+                on_step=lambda step: reporter.step("frames", step, num_steps),
+            )
+            for position, index in enumerate(chunk):
+                tensors = {
+                    name: getattr(conditioning, name)[position]
+                    for name in _FRAME_TENSORS
+                    if getattr(conditioning, name) is not None
+                }
+                if keys is not None:
+                    cache.save("frames", keys.frames[index], tensors, settings.stage_fields("frames"))
+                if sharding.num_processes > 1:
+                    tensors = {name: tensor.cpu() for name, tensor in tensors.items()}
+                computed.append((index, tensors))
+            reporter.add_frames(len(chunk))
+        for index, tensors in sharding.gather(computed):
+            results[index] = _on(tensors, denoiser.device)
+    stacked = {
+        name: torch.stack([results[index][name] for index in range(num_frames)])
+        for name in _FRAME_TENSORS
+        if num_frames and name in results[0]
+    }
+    return FrameConditioning(**{name: stacked.get(name) for name in _FRAME_TENSORS})
+
+
+def _on(tensors: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {name: tensor.to(device) for name, tensor in tensors.items()}
+
+
+def _to(source: SourceConditioning, device: torch.device | str) -> SourceConditioning:
+    offsets = source.offsets.to(device) if source.offsets is not None else None
+    return replace(
+        source,
+        embeddings=source.embeddings.to(device),
+        fixed_embedding=source.fixed_embedding.to(device),
+        offsets=offsets,
+    )
+
+
+def _summed(per_process: list[dict[str, StageStats]]) -> dict[str, StageStats]:
+    """Evaluations and cached frames added over processes; wall time is the slowest process's; `cached` the main's."""
+    first = per_process[0]
+    return {
+        stage: StageStats(
+            forward=sum(stats[stage].forward for stats in per_process),
+            backward=sum(stats[stage].backward for stats in per_process),
+            seconds=max(stats[stage].seconds for stats in per_process),
+            cached=first[stage].cached,
+            frames_from_cache=sum(stats[stage].frames_from_cache for stats in per_process),
+        )
+        for stage in first
+    }
+
+
+def _validated_inputs(
+    components: ModelComponents,
+    source_latent: torch.Tensor,
+    prompt: PromptEmbeddings,
+    source_pose: torch.Tensor,
+    target_poses: torch.Tensor,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The inputs as float32 on `device`, with batch dimensions; `ValueError` naming any bad shape or range."""
+    latent = source_latent[None] if source_latent.ndim == 3 else source_latent
+    channels = components.unet.config.in_channels
+    if latent.ndim != 4 or latent.shape[:2] != (1, channels):
+        raise ValueError(f"source_latent must be [1, {channels}, h, w]; got {tuple(source_latent.shape)}.")
+    scale = 2 ** (len(components.vae.config.block_out_channels) - 1)
+    size = (latent.shape[-2] * scale, latent.shape[-1] * scale)
+    pose = source_pose[None] if source_pose.ndim == 3 else source_pose
+    for name, images, frames in (("source_pose", pose, 1), ("target_poses", target_poses, None)):
+        if (
+            images.ndim != 4
+            or images.shape[1] != 3
+            or tuple(images.shape[-2:]) != size
+            or frames not in (None, len(images))
+        ):
+            raise ValueError(
+                f"{name} must be [{frames or 'frames'}, 3, {size[0]}, {size[1]}] (the latent's size times {scale}); "
+                f"got {tuple(images.shape)}."
+            )
+        if images.numel() and (not images.is_floating_point() or images.min() < 0 or images.max() > 1):
+            raise ValueError(f"{name} must be float images in [0, 1] (ControlNet inputs), not {images.dtype} values.")
+    dim = components.unet.config.cross_attention_dim
+    if prompt.conditional.shape[-1] != dim:
+        raise ValueError(f"prompt embeddings have width {prompt.conditional.shape[-1]}; the UNet expects {dim}.")
+    return tuple(tensor.to(device, torch.float32) for tensor in (latent, pose, target_poses))
