@@ -13,7 +13,7 @@ Entry point: [`run_pacm`]; results are cached on disk, resumable, and can be sha
 """
 
 from .arguments import add_pacm_arguments, default_cache_dir, pacm_cache_dir_from_args, pacm_settings_from_args
-from .cache import CACHE_FORMAT, PACMCache, model_fingerprint
+from .cache import CACHE_FORMAT, PACMCache, input_identity, model_fingerprint
 from .counters import EvaluationCounter, StageStats
 from .ddim import DDIMSchedule, guided_noise
 from .denoiser import ControlledDenoiser
@@ -40,6 +40,7 @@ __all__ = [
     "default_cache_dir",
     "encode_prompt",
     "guided_noise",
+    "input_identity",
     "model_fingerprint",
     "pacm_cache_dir_from_args",
     "pacm_settings_from_args",

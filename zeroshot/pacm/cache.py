@@ -10,12 +10,14 @@ Layout of a cache directory (keys are 32 hex digits of a SHA-256):
                                        [T, 4, h, w] (direct), attention_maps [T, h, w] (when a subject is given)
 ```
 
-Keys chain: the inversion key hashes the source latent, the prompt embedding, the source pose, the model fingerprint
-and the inversion settings; the source key adds the negative-prompt embedding and the stage-2 settings; each frame's
-key adds that frame's pose image, the subject's token positions and the frame settings. So a second animation of the
-same image skips stages 1 and 2, a longer pose sequence reuses the frames it shares, and a changed setting recomputes
-only the stages it affects. Files are written under a temporary name and renamed into place once complete, and every
-file carries its own key in its metadata: a half-written, truncated or foreign file is never read as valid.
+Keys chain: the inversion key hashes the source latent and the prompt embedding (or, better, the caller's
+`cache_identity` of the image and prompts they came from, see [`input_identity`]), the source pose, the model
+fingerprint and the inversion settings; the source key adds the negative-prompt embedding (covered by the identity
+when given) and the stage-2 settings; each frame's key adds that frame's pose image, the subject's token positions
+and the frame settings. So a second animation of the same image skips stages 1 and 2, a longer pose sequence reuses
+the frames it shares, and a changed setting recomputes only the stages it affects. Files are written under a
+temporary name and renamed into place once complete, and every file carries its own key in its metadata: a
+half-written, truncated or foreign file is never read as valid.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from ..errors import ZeroshotError
 logger = logging.getLogger(__name__)
 
 #: Changes whenever what a cache file holds or how it is computed changes, so old files are ignored.
-CACHE_FORMAT = "zeroshot-pacm-1"
+CACHE_FORMAT = "zeroshot-pacm-2"
 
 
 class _Hasher:
@@ -66,12 +68,18 @@ def _config(config: dict) -> str:
     return json.dumps({k: v for k, v in config.items() if not k.startswith("_")}, sort_keys=True, default=str)
 
 
-def model_fingerprint(components: ModelComponents) -> str:
-    """A fingerprint of the UNet, ControlNet and scheduler: configs, weight dtype and per-tensor weight statistics.
+#: Weight values read per parameter tensor by [`model_fingerprint`] (evenly spaced through the tensor).
+FINGERPRINT_SAMPLES = 4096
 
-    It identifies the model by content: the same weights loaded from another folder share the cache, while two
-    models with different weights (two random test models, a fine-tuned copy) never do in practice. Computing it
-    reads every weight once (milliseconds on a GPU).
+
+def model_fingerprint(components: ModelComponents) -> str:
+    """A fingerprint of the UNet, ControlNet and scheduler: configs, weight dtype, and the exact bytes of up to
+    `FINGERPRINT_SAMPLES` evenly spaced values of every weight tensor.
+
+    It identifies the model by content: the same weights loaded from another folder share the cache, while two models
+    with different weights (two random test models, a fine-tuned copy) never do in practice. It involves no
+    arithmetic, so it is the same on every device and thread count (sums of weights would not be: the order of a
+    parallel sum changes its last bits).
     """
     hasher = _Hasher("model")
     hasher.add(_config(components.scheduler.config))
@@ -79,13 +87,27 @@ def model_fingerprint(components: ModelComponents) -> str:
         hasher.add(_config(model.config))
         hasher.add(str(model.dtype))
         with torch.no_grad():
-            # float32 sums on the model's device (float64 is missing on some backends), rounded so that the
-            # summation order of another device rarely changes the key; a changed key only costs a recomputation.
-            statistics = torch.stack(
-                [torch.stack([p.float().sum(), p.float().abs().sum()]) for p in model.parameters()]
-            )
-        hasher.add([f"{value:.5e}" for value in statistics.flatten().tolist()])
+            for parameter in model.parameters():
+                flat = parameter.detach().reshape(-1)
+                picks = torch.linspace(0, flat.numel() - 1, min(flat.numel(), FINGERPRINT_SAMPLES), device=flat.device)
+                hasher.add(flat[picks.long()])
     return hasher.hexdigest()
+
+
+def input_identity(image: torch.Tensor, prompt: str, negative_prompt: str, encoders: str) -> str:
+    """A digest of the raw inputs that produce PACM's source latent and prompt embeddings, for `run_pacm`'s
+    `cache_identity`.
+
+    Keys made from the encoders' float outputs would change with the device and thread count (the last bits of a
+    convolution vary with them); keys made from the image's pixels and the prompt's text do not.
+
+    Args:
+        image (`torch.Tensor`): the source image as it was encoded (`uint8`, or exactly what was given to the VAE).
+        prompt (`str`): the prompt.
+        negative_prompt (`str`): the negative (unconditional) prompt.
+        encoders (`str`): what identifies the VAE and text encoder (a model id or folder).
+    """
+    return cache_key("inputs", [image, prompt, negative_prompt, encoders])
 
 
 def cache_key(tag: str, parts: Iterable[str | dict | list | tuple | int | float | torch.Tensor]) -> str:

@@ -95,6 +95,7 @@ def run_pacm(
     settings: PACMSettings | None = None,
     *,
     cache_dir: str | os.PathLike | None = None,
+    cache_identity: str | None = None,
     callback: Callable[[PACMProgress], None] | None = None,
     progress_bar: bool = True,
     state: PartialState | None = None,
@@ -122,6 +123,9 @@ def run_pacm(
         target_poses (`torch.Tensor`): `[F, 3, 8h, 8w]` the target frames' pose images, in [0, 1] (F may be 0).
         settings ([`PACMSettings`], *optional*): defaults to the paper's settings.
         cache_dir (`str` or `os.PathLike`, *optional*): where results are cached; `None` caches nothing.
+        cache_identity (`str`, *optional*): a digest of the raw inputs `source_latent` and `prompt` were made from
+            ([`input_identity`] of the image and prompts). Cache keys then use it instead of the tensors' bytes, which
+            vary in their last bits with the device and thread count; give it whenever the cache should be reused.
         callback (`Callable[[PACMProgress], None]`, *optional*): called after every step of every stage; raise from
             it to stop the run.
         progress_bar (`bool`, *optional*, defaults to `True`): show tqdm bars (on the main process only).
@@ -159,7 +163,9 @@ def run_pacm(
     num_frames = target_poses.shape[0]
     reporter = ProgressReporter(callback, progress_bar and sharding.is_main_process, num_frames)
     keys = (
-        _CacheKeys(components, source_latent, prompt, source_pose, target_poses, settings) if cache.enabled else None
+        _CacheKeys(components, source_latent, prompt, source_pose, target_poses, settings, cache_identity)
+        if cache.enabled
+        else None
     )
     try:
         # The main process runs (or reads) the source stages; the others receive their results.
@@ -206,13 +212,15 @@ class _CacheKeys:
         source_pose: torch.Tensor,
         target_poses: torch.Tensor,
         settings: PACMSettings,
+        identity: str | None,
     ):
         fingerprint = model_fingerprint(components)
         inversion_fields = settings.stage_fields("ddim_inversion")
-        self.inversion = cache_key(
-            "ddim_inversion", [fingerprint, source_latent, prompt.conditional, source_pose, inversion_fields]
-        )
-        self.source = cache_key("source", [self.inversion, prompt.unconditional, settings.stage_fields("source")])
+        # The caller's identity of the raw inputs stands for the encoders' outputs, whose last bits vary by device.
+        inputs = [identity] if identity is not None else [source_latent, prompt.conditional]
+        self.inversion = cache_key("ddim_inversion", [fingerprint, *inputs, source_pose, inversion_fields])
+        negative = [] if identity is not None else [prompt.unconditional]
+        self.source = cache_key("source", [self.inversion, *negative, settings.stage_fields("source")])
         frame_fields = [list(prompt.subject_token_indices), settings.stage_fields("frames")]
         self.frames = [cache_key("frames", [self.source, pose, *frame_fields]) for pose in target_poses]
 
