@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 
 # Pipelines are imported on first use, so that `import zeroshot` does not load diffusers.
 _LAZY_EXPORTS = {
+    "PoseAnimatePipeline": "zeroshot.poseanimate",
     "QffusionPipeline": "zeroshot.qffusion.pipeline",
 }
 

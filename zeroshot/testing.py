@@ -181,6 +181,22 @@ def _well_conditioned(unet: UNet2DConditionModel, conv_out_scale: float) -> UNet
     return unet
 
 
+def _calibration_image(size: int = 64) -> torch.Tensor:
+    """A smooth, deterministic RGB image in [-1, 1] (gradients and waves), `[1, 3, size, size]`."""
+    y, x = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    channels = [0.8 * x, 0.8 * y, 0.6 * torch.sin(3 * x + 2 * y)]
+    return torch.stack(channels)[None]
+
+
+@torch.no_grad()
+def _unit_variance_latents(vae: AutoencoderKL) -> None:
+    """Sets the VAE's `scaling_factor` so that the scaled latents of a natural-looking image have unit standard
+    deviation, as Stable Diffusion's factor (0.18215) does for its trained VAE. A random VAE's raw latents are far
+    smaller (about 0.06), which would make the diffusion model see almost pure noise at every timestep."""
+    latents = vae.encode(_calibration_image(min(vae.config.sample_size, 64))).latent_dist.mean
+    vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
+
+
 def _perturb_zero_convolutions(controlnet: ControlNetModel, std: float) -> None:
     """Gives a fresh ControlNet's zero-initialised output convolutions small random weights, so the pose matters."""
     zero_convs = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]
@@ -240,6 +256,7 @@ def build_random_components(
         unet = UNet2DConditionModel(in_channels=unet_in_channels, out_channels=4, **configs["unet"])
         _well_conditioned(unet, conv_out_scale)
         vae = AutoencoderKL(**configs["vae"])
+        _unit_variance_latents(vae)
         controlnet = None
         if with_controlnet:
             # A ControlNet is shaped after a 4-channel UNet whatever the base model's input width.

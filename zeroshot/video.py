@@ -63,13 +63,33 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         raise ZeroshotError(f"{str(path)!r} is not an image that can be read (PNG, JPEG, ...): {error}") from error
 
 
-def fit_image(image: Image.Image, width: int, height: int) -> Image.Image:
-    """Scales `image` (Lanczos) to cover `width` x `height` and crops the centre: no distortion, no borders."""
-    scale = max(width / image.width, height / image.height)
-    size = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
-    scaled = image.resize(size, Image.LANCZOS)
-    left, top = (scaled.width - width) // 2, (scaled.height - height) // 2
-    return scaled.crop((left, top, left + width, top + height))
+@dataclass(frozen=True)
+class Fit:
+    """How [`fit_image`] maps an image of `source_size` onto a canvas of `size` (both `(width, height)`): scale by
+    `scale` to `scaled_size`, then crop the box whose top-left corner is `(left, top)`. A pixel coordinate `p`
+    becomes `p * scale - (left, top)`."""
+
+    source_size: tuple[int, int]
+    scale: float
+    scaled_size: tuple[int, int]
+    left: int
+    top: int
+    size: tuple[int, int]
+
+    @classmethod
+    def between(cls, source_size: tuple[int, int], width: int, height: int) -> Fit:
+        """The fit of an image of `source_size` `(width, height)` onto `width` x `height`: cover, centre-crop."""
+        scale = max(width / source_size[0], height / source_size[1])
+        scaled = (max(width, round(source_size[0] * scale)), max(height, round(source_size[1] * scale)))
+        left, top = (scaled[0] - width) // 2, (scaled[1] - height) // 2
+        return cls(tuple(source_size), scale, scaled, left, top, (width, height))
+
+
+def fit_image(image: Image.Image, width: int, height: int, resample: int = Image.LANCZOS) -> Image.Image:
+    """Scales `image` to cover `width` x `height` and crops the centre: no distortion, no borders (see [`Fit`])."""
+    fit = Fit.between(image.size, width, height)
+    scaled = image.resize(fit.scaled_size, resample)
+    return scaled.crop((fit.left, fit.top, fit.left + width, fit.top + height))
 
 
 def natural_key(path: Path) -> list[int | str]:

@@ -8,13 +8,13 @@ candidate alike. Tests never time anything; speed lives here.
 from __future__ import annotations
 
 import statistics
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import psutil
 import torch
+
+from ..memory import PeakMemory
 
 
 @dataclass
@@ -37,45 +37,14 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class _ResidentMemorySampler:
-    """Samples the process's resident set size in a background thread; `peak` is the highest seen."""
-
-    def __init__(self, interval: float = 0.001):
-        self.process = psutil.Process()
-        self.interval = interval
-        self.baseline = self.peak = self.process.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            time.sleep(self.interval)
-
-    def __enter__(self) -> _ResidentMemorySampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.process.memory_info().rss)
-
-
 def _one_call(fn: Callable[[], object], device: torch.device) -> tuple[float, int]:
     synchronize(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
+    with PeakMemory(device) as memory:
         start = time.perf_counter()
         fn()
         synchronize(device)
-        return time.perf_counter() - start, torch.cuda.max_memory_allocated(device) - base
-    with _ResidentMemorySampler() as sampler:
-        start = time.perf_counter()
-        fn()
         elapsed = time.perf_counter() - start
-    return elapsed, sampler.peak - sampler.baseline
+    return elapsed, memory.peak_bytes
 
 
 def compare(

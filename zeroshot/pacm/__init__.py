@@ -13,7 +13,7 @@ Entry point: [`run_pacm`]; results are cached on disk, resumable, and can be sha
 """
 
 from .arguments import add_pacm_arguments, default_cache_dir, pacm_cache_dir_from_args, pacm_settings_from_args
-from .cache import CACHE_FORMAT, PACMCache, input_identity, model_fingerprint
+from .cache import CACHE_FORMAT, PACMCache, input_identity, model_fingerprint, weights_fingerprint
 from .counters import EvaluationCounter, StageStats
 from .ddim import DDIMSchedule, guided_noise
 from .denoiser import ControlledDenoiser
@@ -48,4 +48,5 @@ __all__ = [
     "relative_error",
     "run_pacm",
     "subject_token_indices",
+    "weights_fingerprint",
 ]

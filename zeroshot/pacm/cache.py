@@ -83,9 +83,17 @@ def model_fingerprint(components: ModelComponents) -> str:
     """
     hasher = _Hasher("model")
     hasher.add(_config(components.scheduler.config))
-    for model in (components.unet, components.controlnet):
-        hasher.add(_config(model.config))
-        hasher.add(str(model.dtype))
+    hasher.add(weights_fingerprint(components.unet, components.controlnet))
+    return hasher.hexdigest()
+
+
+def weights_fingerprint(*models: torch.nn.Module) -> str:
+    """A fingerprint of models by content: each one's config (when it has one), weight dtype, and the exact bytes of
+    up to `FINGERPRINT_SAMPLES` evenly spaced values of every weight tensor (see [`model_fingerprint`])."""
+    hasher = _Hasher("weights")
+    for model in models:
+        config = getattr(model, "config", None)
+        hasher.add(_config(config.to_dict() if hasattr(config, "to_dict") else dict(config or {})))
         with torch.no_grad():
             for parameter in model.parameters():
                 flat = parameter.detach().reshape(-1)
@@ -105,7 +113,7 @@ def input_identity(image: torch.Tensor, prompt: str, negative_prompt: str, encod
         image (`torch.Tensor`): the source image as it was encoded (`uint8`, or exactly what was given to the VAE).
         prompt (`str`): the prompt.
         negative_prompt (`str`): the negative (unconditional) prompt.
-        encoders (`str`): what identifies the VAE and text encoder (a model id or folder).
+        encoders (`str`): what identifies the VAE and text encoder, e.g. their [`weights_fingerprint`].
     """
     return cache_key("inputs", [image, prompt, negative_prompt, encoders])
 

@@ -53,17 +53,20 @@ class EvaluationCounter:
     ...     ...  # ControlledDenoiser(components, counter) calls count here
     >>> counter.stats["source"].forward
     ```
+
+    Args:
+        stages (`tuple[str, ...]`, *optional*, defaults to PACM's `STAGES`): the names of the stages counted.
     """
 
-    def __init__(self) -> None:
-        self.stats: dict[str, StageStats] = {stage: StageStats() for stage in STAGES}
+    def __init__(self, stages: tuple[str, ...] = STAGES) -> None:
+        self.stats: dict[str, StageStats] = {stage: StageStats() for stage in stages}
         self._current: str | None = None
 
     @contextmanager
     def stage(self, name: str) -> Iterator[StageStats]:
         """Attributes evaluations inside the block to stage `name` and adds the block's wall time to it."""
         if name not in self.stats:
-            raise ValueError(f"Unknown stage {name!r}; stages are {STAGES}.")
+            raise ValueError(f"Unknown stage {name!r}; stages are {tuple(self.stats)}.")
         previous, self._current = self._current, name
         start = time.perf_counter()
         try:

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from ..errors import ZeroshotError
+from ..video import Fit
 from .render import render_pose
 from .skeleton import NUM_FACE_POINTS, NUM_HAND_POINTS, NUM_JOINTS
 
@@ -92,6 +93,25 @@ class PoseSequence:
     def pixels(self) -> np.ndarray:
         """`[frames, 18, 2]` body keypoint coordinates in pixels of the canvas."""
         return self.body[..., :2] * np.asarray(self.size, dtype=np.float64)
+
+    def fitted(self, fit: Fit) -> PoseSequence:
+        """The poses moved as [`~zeroshot.video.fit_image`] moves the image they were found in (scaled, then
+        centre-cropped to `fit.size`); keypoints the crop cuts off become missing (confidence 0)."""
+        if tuple(self.size) != fit.source_size:
+            raise ValueError(f"The fit is for a {fit.source_size} image, the poses' canvas is {self.size}.")
+
+        def move(points: np.ndarray | None) -> np.ndarray | None:
+            if points is None:
+                return None
+            moved = points.copy()
+            offset = np.array([fit.left, fit.top], dtype=np.float64)
+            moved[..., :2] = (points[..., :2] * np.asarray(self.size) * fit.scale - offset) / np.asarray(fit.size)
+            outside = ((moved[..., :2] < 0) | (moved[..., :2] > 1)).any(-1)
+            moved[..., 2] = np.where(outside, 0.0, moved[..., 2])
+            return moved
+
+        moved = {"body": move(self.body), "face": move(self.face), "hands": move(self.hands)}
+        return dataclasses.replace(self, size=fit.size, **moved)
 
     def render(
         self, width: int | None = None, height: int | None = None, *, face: bool = True, hands: bool = True

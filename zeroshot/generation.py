@@ -1,0 +1,127 @@
+"""PoseAnimate's generation stage: every frame sampled from the source's `Z_T` with its own pose and pose-aware
+embeddings, dual-consistency attention in the UNet up blocks, mask-guided decoupling, in lock-step windows.
+
+Windows keep memory bounded for any length: at every step each window of frames takes the step in frame order
+before any window takes the next, and the hooks' cache hands each window the keys and values of frame 0 and of the
+frame just before it, so the result equals generating all frames in one batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from hooks import CrossFrameState, DualConsistencyAttnProcessor, install_attn_processors
+
+from .pacm import DDIMSchedule, PACMResult, guided_noise
+from .pacm.denoiser import ControlledDenoiser
+
+#: Ways mask-guided decoupling can run (see `hooks.DualConsistencyAttnProcessor`), or `None` for none.
+DECOUPLING_MODES = ("exclusive", "literal")
+
+
+def frame_windows(num_frames: int, window: int) -> list[list[int]]:
+    """Consecutive windows of at most `window` frame ids covering `0 .. num_frames - 1`, in order."""
+    if window < 1:
+        raise ValueError(f"window must be at least 1, got {window}.")
+    return [list(range(start, min(start + window, num_frames))) for start in range(0, num_frames, window)]
+
+
+def _step_embeddings(pacm: PACMResult, step: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(unconditional, conditional)` `[frames + 1, L, D]` of one step: frame 0 the source's, frame k the k-th
+    target frame's (the source's in the fast modes, which optimise no frame)."""
+    unconditional, conditional = zip(
+        *(pacm.guidance_embeddings(step, frame) for frame in [None, *range(pacm.num_frames)]), strict=True
+    )
+    return torch.stack(unconditional).to(device), torch.stack(conditional).to(device)
+
+
+def pose_batch(pose_images: np.ndarray, frames: list[int], device: torch.device) -> torch.Tensor:
+    """The ControlNet inputs `[len(frames), 3, H, W]` in [0, 1] of `uint8` pose images `[N, H, W, 3]`."""
+    selected = torch.from_numpy(np.ascontiguousarray(pose_images[frames])).to(device)
+    return selected.permute(0, 3, 1, 2).float() / 255
+
+
+@torch.no_grad()
+def generate_latents(
+    denoiser: ControlledDenoiser,
+    schedule: DDIMSchedule,
+    pacm: PACMResult,
+    pose_images: np.ndarray,
+    source_mask: torch.Tensor | None,
+    *,
+    lambdas: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    decoupling: str | None = "exclusive",
+    window: int = 16,
+    show_progress: bool = True,
+    callback: Callable[[int, int, torch.Tensor], None] | None = None,
+) -> torch.Tensor:
+    """Samples every frame of the animation and returns their latents `[frames, 4, h, w]` (float32).
+
+    Frame 0 is the source: its embeddings are the source's and its attention plain, so it reconstructs the source.
+    Frame `k >= 1` is target pose `k - 1`: its pose image, its pose-aware embeddings, and dual-consistency attention
+    to frame 0, frame `k - 1` and itself in the self-attention of the UNet up blocks.
+
+    Args:
+        denoiser ([`~zeroshot.pacm.denoiser.ControlledDenoiser`]): UNet and pose ControlNet, counting evaluations.
+        schedule ([`~zeroshot.pacm.DDIMSchedule`]): the DDIM schedule PACM ran with.
+        pacm ([`~zeroshot.pacm.PACMResult`]): `Z_T`, per-step embeddings of the source and frames, character masks
+            and, in direct mode, the latent offsets.
+        pose_images (`np.ndarray`): `uint8` `[frames, H, W, 3]` ControlNet pose images, frame 0 the source pose.
+        source_mask (`torch.Tensor`, *optional*): `[h, w]` character mask of the source at latent size; with
+            `decoupling`, it is frame 0's mask, and PACM's attention masks are the other frames'.
+        lambdas (`tuple[float, float, float]`, *optional*, defaults to `(0.7, 0.15, 0.15)`): weights of attention to
+            frame 0, to the previous frame and to the frame itself.
+        decoupling (`str`, *optional*, defaults to `"exclusive"`): `"exclusive"` (each region attends to its own
+            keys), `"literal"` (the paper's masked keys and values), or `None` to attend to whole frames.
+        window (`int`, *optional*, defaults to 16): frames per UNet call; any value gives the same frames.
+        show_progress (`bool`, *optional*, defaults to `True`): show a progress bar.
+        callback (`Callable[[int, int, torch.Tensor], None]`, *optional*): called after every step with the step
+            index, the timestep and the latents of all frames; raise from it to stop.
+    """
+    num_frames = pacm.num_frames + 1
+    if len(pose_images) != num_frames:
+        raise ValueError(f"Expected {num_frames} pose images (source and targets), got {len(pose_images)}.")
+    if decoupling is not None:
+        if decoupling not in DECOUPLING_MODES:
+            raise ValueError(f"decoupling must be one of {DECOUPLING_MODES} or None, got {decoupling!r}.")
+        if source_mask is None or pacm.masks is None:
+            raise ValueError("Decoupling needs the source mask and PACM's character masks (run PACM with a subject).")
+    device = denoiser.device
+    latents = pacm.latents[-1][None].to(device).repeat(num_frames, 1, 1, 1)
+    state = CrossFrameState(mode="windows", latent_size=tuple(latents.shape[-2:]))
+    processor = DualConsistencyAttnProcessor(
+        lambdas=lambdas, cfg_chunks=2, state=state, decoupling=decoupling or "exclusive"
+    )
+    windows = frame_windows(num_frames, window)
+    progress = tqdm(total=len(schedule) * len(windows), desc="generation", disable=not show_progress, leave=False)
+    with install_attn_processors(denoiser.unet, processor), progress:
+        for step in range(len(schedule)):
+            timestep = int(schedule.timesteps[step])
+            state.step = step
+            if decoupling is not None:
+                frame_masks = pacm.masks[:, step].to(device, torch.float32)
+                state.masks = torch.cat([source_mask.to(device, torch.float32)[None], frame_masks])
+            unconditional, conditional = _step_embeddings(pacm, step, device)
+            for frames in windows:
+                state.frame_ids = frames
+                current = latents[frames]
+                poses = pose_batch(pose_images, frames, device)
+                noise = denoiser(
+                    torch.cat([current, current]),
+                    timestep,
+                    torch.cat([unconditional[frames], conditional[frames]]),
+                    torch.cat([poses, poses]),
+                )
+                guided = guided_noise(*noise.chunk(2), pacm.guidance_scale)
+                latents[frames] = schedule.sample_step(current, guided, step)
+                progress.update()
+            if pacm.source_offsets is not None:
+                latents += pacm.source_offsets[step].to(device)
+            if callback is not None:
+                callback(step, timestep, latents)
+    state.reset()
+    return latents
