@@ -44,7 +44,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 def test_benchmark_json_has_every_mode_and_window_with_exact_counts_and_equal_frames(tmp_path, capsys):
     output = tmp_path / "pipeline.json"
-    argv = ["--frames", str(FRAMES), "--steps", str(STEPS), "--windows", ",".join(map(str, WINDOWS))]
+    argv = ["--frames", str(FRAMES), "--steps", str(STEPS), "--windows", ",".join(map(str, WINDOWS)), "--rounds", "1"]
     pipeline.main(_parse([*argv, "--modes", "paper,direct,negative-prompt", "--json", str(output)]))
     printed = capsys.readouterr().out
     assert "Wall time per stage" in printed and "max |frame diff|" in printed
