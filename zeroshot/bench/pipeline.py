@@ -209,7 +209,7 @@ def main(args: argparse.Namespace) -> None:
     args = _settings(args)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
-    components = build_random_components(args.arch, seed=0).to(device, dtype)
+    components = build_random_components(args.arch, seed=0).to(device, dtype if dtype != torch.float32 else None)
     pipe = PoseAnimatePipeline.from_components(components)
     image = Image.fromarray(astronaut())
     targets = arm_wave_poses(detect_source_pose(image, name="astronaut"), args.frames - 1)
