@@ -285,6 +285,7 @@ class PoseAnimatePipeline(DiffusionPipeline):
             [`PoseAnimateOutput`], or `None` on processes other than the main one.
         """
         settings = pacm_settings or PACMSettings(frame_chunk_size=window)
+        mask_origin = "given" if source_mask is not None else mask_method
         self._check_inputs(height, width, window, lambdas, decoupling, mask_method, output_type)
         subject = self._subject(prompt, subject, decoupling)
         device = self.unet.device
@@ -378,7 +379,7 @@ class PoseAnimatePipeline(DiffusionPipeline):
             lambdas=lambdas,
             decoupling=decoupling,
             window=window,
-            mask_method=mask_method,
+            mask=mask_origin if decoupling is not None else None,
             num_frames=len(pose_images),
             num_transition=num_transition,
             clock=clock,

@@ -23,11 +23,22 @@ def add_pacm_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds PACM's options (defaults: the paper's) and `--cache-dir`/`--no-cache` to a script's parser."""
     defaults = PACMSettings()
     group = parser.add_argument_group("pose-aware control (PACM)")
-    group.add_argument("--pacm-mode", choices=PACM_MODES, default=defaults.mode, help="(default: %(default)s)")
+    group.add_argument(
+        "--inversion",
+        choices=PACM_MODES,
+        default=defaults.mode,
+        help="paper: pose-aware inversion and per-frame embedding optimisation (slowest, most faithful); "
+        "negative-prompt: no optimisation; direct: no optimisation, frame 0 exact (default: %(default)s)",
+    )
     group.add_argument(
         "--steps", type=int, default=defaults.num_inference_steps, help="DDIM steps (default: %(default)s)"
     )
-    group.add_argument("--guidance-scale", type=float, default=defaults.guidance_scale, help="(default: %(default)s)")
+    group.add_argument(
+        "--guidance",
+        type=float,
+        default=defaults.guidance_scale,
+        help="classifier-free guidance (default: %(default)s)",
+    )
     group.add_argument(
         "--controlnet-scale",
         type=float,
@@ -67,12 +78,6 @@ def add_pacm_arguments(parser: argparse.ArgumentParser) -> None:
         default=(defaults.early_stop_epsilon, defaults.early_stop_slope),
         help="stop a step's optimisation once the loss < EPSILON + SLOPE * i; 0 0 disables (default: 1e-5 2e-5)",
     )
-    group.add_argument(
-        "--frame-chunk-size",
-        type=int,
-        default=defaults.frame_chunk_size,
-        help="frames optimised in one batch; lower it to fit GPU memory (default: %(default)s)",
-    )
     group.add_argument("--mask-threshold", type=float, default=defaults.mask_threshold, help="(default: %(default)s)")
     group.add_argument(
         "--cache-dir",
@@ -83,17 +88,19 @@ def add_pacm_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-cache", action="store_true", help="cache nothing")
 
 
-def pacm_settings_from_args(args: argparse.Namespace) -> PACMSettings:
-    """The [`PACMSettings`] of the options of [`add_pacm_arguments`].
+def pacm_settings_from_args(
+    args: argparse.Namespace, frame_chunk_size: int = PACMSettings.frame_chunk_size
+) -> PACMSettings:
+    """The [`PACMSettings`] of the options of [`add_pacm_arguments`], optimising `frame_chunk_size` frames at a time.
 
     Raises:
         [`~zeroshot.errors.ZeroshotError`]: an option has a value PACM cannot use.
     """
     try:
         return PACMSettings(
-            mode=args.pacm_mode,
+            mode=args.inversion,
             num_inference_steps=args.steps,
-            guidance_scale=args.guidance_scale,
+            guidance_scale=args.guidance,
             controlnet_conditioning_scale=args.controlnet_scale,
             optimized_slot=args.optimized_slot,
             source_inner_steps=args.source_inner_steps,
@@ -102,7 +109,7 @@ def pacm_settings_from_args(args: argparse.Namespace) -> PACMSettings:
             learning_rate_decay=args.learning_rate_decay,
             early_stop_epsilon=args.early_stop[0],
             early_stop_slope=args.early_stop[1],
-            frame_chunk_size=args.frame_chunk_size,
+            frame_chunk_size=frame_chunk_size,
             mask_threshold=args.mask_threshold,
         )
     except ValueError as error:
