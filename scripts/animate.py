@@ -87,7 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--size", type=_size, default=(512, 512), help="output WIDTHxHEIGHT, multiples of 8 (default: 512x512)"
     )
     parser.add_argument("--fps", type=float, help="output frame rate (default: the poses' own, else 8)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds every random generator (default: %(default)s)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds Python's, NumPy's and torch's generators and is recorded in the report; PoseAnimate itself draws "
+        "no random numbers (every frame is sampled deterministically from the inverted latent), so the frames are "
+        "reproducible whatever the seed (default: %(default)s)",
+    )
 
     animation = parser.add_argument_group("animation")
     animation.add_argument(
@@ -118,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--window",
         type=int,
         default=16,
-        help="frames per UNet call in generation, per-frame optimisation and decoding: lower it to fit GPU memory; "
-        "the frames are the same for every value (default: %(default)s)",
+        help="frames per UNet call in generation and decoding: lower it to fit GPU memory; the frames are the same "
+        "for every value (default: %(default)s)",
     )
     inputs = parser.add_argument_group("source pose and mask")
     inputs.add_argument(
@@ -170,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise ZeroshotError(f"--window must be at least 1, got {args.window}.")
     if args.transition_frames is not None and args.transition_frames < 0:
         raise ZeroshotError(f"--transition-frames must be 0 or more, got {args.transition_frames}.")
-    settings = pacm_settings_from_args(args, frame_chunk_size=args.window)
+    settings = pacm_settings_from_args(args)
     image = load_image(args.image)
     poses = load_poses(args.poses, size=args.pose_size)
     fit = Fit.between(image.size, width, height)

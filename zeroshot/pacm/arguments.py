@@ -78,6 +78,13 @@ def add_pacm_arguments(parser: argparse.ArgumentParser) -> None:
         default=(defaults.early_stop_epsilon, defaults.early_stop_slope),
         help="stop a step's optimisation once the loss < EPSILON + SLOPE * i; 0 0 disables (default: 1e-5 2e-5)",
     )
+    group.add_argument(
+        "--frame-chunk-size",
+        type=int,
+        default=defaults.frame_chunk_size,
+        help="target frames optimised together (their backward passes need memory); lower it to fit GPU memory; "
+        "the result is the same for every value (default: %(default)s)",
+    )
     group.add_argument("--mask-threshold", type=float, default=defaults.mask_threshold, help="(default: %(default)s)")
     group.add_argument(
         "--cache-dir",
@@ -88,10 +95,8 @@ def add_pacm_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-cache", action="store_true", help="cache nothing")
 
 
-def pacm_settings_from_args(
-    args: argparse.Namespace, frame_chunk_size: int = PACMSettings.frame_chunk_size
-) -> PACMSettings:
-    """The [`PACMSettings`] of the options of [`add_pacm_arguments`], optimising `frame_chunk_size` frames at a time.
+def pacm_settings_from_args(args: argparse.Namespace) -> PACMSettings:
+    """The [`PACMSettings`] of the options of [`add_pacm_arguments`].
 
     Raises:
         [`~zeroshot.errors.ZeroshotError`]: an option has a value PACM cannot use.
@@ -109,7 +114,7 @@ def pacm_settings_from_args(
             learning_rate_decay=args.learning_rate_decay,
             early_stop_epsilon=args.early_stop[0],
             early_stop_slope=args.early_stop[1],
-            frame_chunk_size=frame_chunk_size,
+            frame_chunk_size=args.frame_chunk_size,
             mask_threshold=args.mask_threshold,
         )
     except ValueError as error:
