@@ -30,7 +30,7 @@ def test_options_default_to_the_paper_and_map_onto_settings(tmp_path):
     paper = PACMSettings()
     assert (paper.learning_rate, paper.source_inner_steps, paper.guidance_scale) == (1e-2, 10, 7.5)
     assert (paper.early_stop_epsilon, paper.early_stop_slope, paper.optimized_slot) == (1e-5, 2e-5, "conditional")
-    args = _parse(["--pacm-mode", "direct", "--steps", "20", "--early-stop", "0", "0", "--cache-dir", str(tmp_path)])
+    args = _parse(["--inversion", "direct", "--steps", "20", "--early-stop", "0", "0", "--cache-dir", str(tmp_path)])
     settings = pacm_settings_from_args(args)
     assert (settings.mode, settings.num_inference_steps, settings.early_stop_epsilon) == ("direct", 20, 0.0)
     assert pacm_cache_dir_from_args(args) == tmp_path

@@ -100,3 +100,22 @@ def test_unwritable_output_folder(tmp_path):
             check_output_path(unwritable / "out.mp4")
     finally:
         locked.chmod(0o700)
+
+
+def test_outputs_get_the_usual_permissions(tmp_path):
+    """Staging files are private while written; finished outputs get the mode any new file gets (umask)."""
+    mask = os.umask(0o022)
+    try:
+        file = write_video(_smooth_frames(count=2), tmp_path / "clip.gif", fps=4)
+        folder = write_video(_smooth_frames(count=2), tmp_path / "frames", fps=4)
+    finally:
+        os.umask(mask)
+    assert file.stat().st_mode & 0o777 == 0o644
+    assert folder.stat().st_mode & 0o777 == 0o755
+
+
+def test_identical_consecutive_frames_are_all_kept(tmp_path):
+    frames = _smooth_frames(count=5)
+    frames[2] = frames[3] = frames[1]
+    for name in ("clip.gif", "clip.mp4"):
+        assert len(read_video(write_video(frames, tmp_path / name, fps=8))) == 5, name

@@ -16,6 +16,13 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it, then restoring it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def staged_file(path: str | os.PathLike) -> Iterator[Path]:
     """Yields a temporary path beside `path` (same suffix) to write; renames it to `path` when the block succeeds
@@ -26,6 +33,7 @@ def staged_file(path: str | os.PathLike) -> Iterator[Path]:
     staging = Path(name)
     try:
         yield staging
+        staging.chmod(0o666 & ~_umask())  # mkstemp makes the file private; a finished output gets the usual mode
         os.replace(staging, path)
     finally:
         staging.unlink(missing_ok=True)
@@ -39,6 +47,7 @@ def staged_folder(path: str | os.PathLike) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     try:
         yield staging
+        staging.chmod(0o777 & ~_umask())  # mkdtemp makes the folder private; a finished output gets the usual mode
         if path.exists():
             path.rmdir()
         staging.rename(path)

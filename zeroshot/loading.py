@@ -8,6 +8,7 @@ one that is not is fetched only when offline mode is off and the hub answers, an
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,11 +152,14 @@ def _probe_hub(reference: str, role: _Role) -> None:
 
 def _load_part(loader_cls: type, source: str, subfolder: str | None, dtype: torch.dtype, local_only: bool) -> object:
     kwargs = {"subfolder": subfolder, "local_files_only": local_only}
-    if loader_cls is DDIMScheduler:
-        return DDIMScheduler.from_config(DDIMScheduler.load_config(source, **kwargs))
-    if issubclass(loader_cls, torch.nn.Module):
-        kwargs["torch_dtype"] = dtype
-    return loader_cls.from_pretrained(source, **kwargs)
+    with warnings.catch_warnings():
+        # diffusers passes huggingface_hub an argument it deprecated; the warning means nothing to our users.
+        warnings.filterwarnings("ignore", message="The `local_dir_use_symlinks` argument is deprecated")
+        if loader_cls is DDIMScheduler:
+            return DDIMScheduler.from_config(DDIMScheduler.load_config(source, **kwargs))
+        if issubclass(loader_cls, torch.nn.Module):
+            kwargs["torch_dtype"] = dtype
+        return loader_cls.from_pretrained(source, **kwargs)
 
 
 def _load_model(

@@ -266,8 +266,9 @@ class PoseAnimatePipeline(DiffusionPipeline):
                 `"literal"` (the paper's masked keys and values); `None` turns it off.
             transition_frames (`int`, *optional*): frames of transition from the source pose to the first target
                 pose; by default as many as keep every joint's step under 5% of the canvas.
-            window (`int`, *optional*, defaults to 16): frames per UNet call in generation, PACM and decoding; any
-                value gives the same frames, smaller ones use less memory.
+            window (`int`, *optional*, defaults to 16): frames per UNet call in generation and decoding; any value
+                gives the same frames, smaller ones use less memory (PACM's own chunking is
+                `pacm_settings.frame_chunk_size`).
             source_pose ([`~zeroshot.poses.PoseSequence`], *optional*): the source's pose (one frame) on the output
                 canvas, instead of detecting it in the image.
             source_mask (`np.ndarray`, *optional*): the source's boolean character mask at the output size, instead
@@ -284,7 +285,8 @@ class PoseAnimatePipeline(DiffusionPipeline):
         Returns:
             [`PoseAnimateOutput`], or `None` on processes other than the main one.
         """
-        settings = pacm_settings or PACMSettings(frame_chunk_size=window)
+        settings = pacm_settings or PACMSettings()
+        mask_origin = "given" if source_mask is not None else mask_method
         self._check_inputs(height, width, window, lambdas, decoupling, mask_method, output_type)
         subject = self._subject(prompt, subject, decoupling)
         device = self.unet.device
@@ -378,7 +380,7 @@ class PoseAnimatePipeline(DiffusionPipeline):
             lambdas=lambdas,
             decoupling=decoupling,
             window=window,
-            mask_method=mask_method,
+            mask=mask_origin if decoupling is not None else None,
             num_frames=len(pose_images),
             num_transition=num_transition,
             clock=clock,

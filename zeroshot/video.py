@@ -257,25 +257,26 @@ def write_video(frames: np.ndarray | Sequence[np.ndarray], path: str | os.PathLi
         with staged_folder(path) as staging:
             for index, frame in enumerate(frames):
                 Image.fromarray(frame).save(staging / f"frame_{index:05d}.png")
-    elif kind == "gif":
-        with staged_file(path) as staging:
-            images = [Image.fromarray(frame) for frame in frames]
-            images[0].save(staging, save_all=True, append_images=images[1:], duration=1000.0 / fps, loop=0)
     else:
         with staged_file(path) as staging:
-            _write_mp4(frames, staging, fps)
+            _write_with_ffmpeg(frames, staging, fps, kind)
     return path
 
 
-def _write_mp4(frames: np.ndarray, path: Path, fps: float) -> None:
+def _write_with_ffmpeg(frames: np.ndarray, path: Path, fps: float, kind: str) -> None:
+    """H.264 for `.mp4`; for `.gif`, a palette made for each frame (no dithering) and every frame kept (Pillow's
+    writer merges identical consecutive frames, which would change the frame count)."""
     import imageio_ffmpeg
 
     height, width = frames.shape[1:3]
-    if height % 2 or width % 2:
-        raise ValueError(f"H.264 needs even frame sizes, got {width}x{height}.")
-    writer = imageio_ffmpeg.write_frames(
-        str(path), (width, height), fps=fps, codec="libx264", quality=8, macro_block_size=1, output_params=["-y"]
-    )
+    if kind == "mp4":
+        if height % 2 or width % 2:
+            raise ValueError(f"H.264 needs even frame sizes, got {width}x{height}.")
+        options = {"codec": "libx264", "quality": 8, "output_params": ["-y"]}
+    else:
+        palette = "split[a][b];[a]palettegen=stats_mode=single[p];[b][p]paletteuse=new=1:dither=none"
+        options = {"codec": "gif", "pix_fmt_out": "pal8", "output_params": ["-y", "-vf", palette, "-loop", "0"]}
+    writer = imageio_ffmpeg.write_frames(str(path), (width, height), fps=fps, macro_block_size=1, **options)
     writer.send(None)
     for frame in frames:
         writer.send(np.ascontiguousarray(frame))

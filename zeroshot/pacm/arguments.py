@@ -23,11 +23,22 @@ def add_pacm_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds PACM's options (defaults: the paper's) and `--cache-dir`/`--no-cache` to a script's parser."""
     defaults = PACMSettings()
     group = parser.add_argument_group("pose-aware control (PACM)")
-    group.add_argument("--pacm-mode", choices=PACM_MODES, default=defaults.mode, help="(default: %(default)s)")
+    group.add_argument(
+        "--inversion",
+        choices=PACM_MODES,
+        default=defaults.mode,
+        help="paper: pose-aware inversion and per-frame embedding optimisation (slowest, most faithful); "
+        "negative-prompt: no optimisation; direct: no optimisation, frame 0 exact (default: %(default)s)",
+    )
     group.add_argument(
         "--steps", type=int, default=defaults.num_inference_steps, help="DDIM steps (default: %(default)s)"
     )
-    group.add_argument("--guidance-scale", type=float, default=defaults.guidance_scale, help="(default: %(default)s)")
+    group.add_argument(
+        "--guidance",
+        type=float,
+        default=defaults.guidance_scale,
+        help="classifier-free guidance (default: %(default)s)",
+    )
     group.add_argument(
         "--controlnet-scale",
         type=float,
@@ -71,7 +82,8 @@ def add_pacm_arguments(parser: argparse.ArgumentParser) -> None:
         "--frame-chunk-size",
         type=int,
         default=defaults.frame_chunk_size,
-        help="frames optimised in one batch; lower it to fit GPU memory (default: %(default)s)",
+        help="target frames optimised together (their backward passes need memory); lower it to fit GPU memory; "
+        "the result is the same for every value (default: %(default)s)",
     )
     group.add_argument("--mask-threshold", type=float, default=defaults.mask_threshold, help="(default: %(default)s)")
     group.add_argument(
@@ -91,9 +103,9 @@ def pacm_settings_from_args(args: argparse.Namespace) -> PACMSettings:
     """
     try:
         return PACMSettings(
-            mode=args.pacm_mode,
+            mode=args.inversion,
             num_inference_steps=args.steps,
-            guidance_scale=args.guidance_scale,
+            guidance_scale=args.guidance,
             controlnet_conditioning_scale=args.controlnet_scale,
             optimized_slot=args.optimized_slot,
             source_inner_steps=args.source_inner_steps,

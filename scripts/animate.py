@@ -1,0 +1,270 @@
+"""Animate the character of one image with a pose sequence (PoseAnimate, training-free, Stable Diffusion 1.5).
+
+The output shows frame 0 = the source image, then transition frames from the source's pose to the first target
+pose (PATA), then one frame per target pose. Beside it go NAME.report.json (settings, per-stage time and UNet
+evaluations, peak memory, frame-0 reconstruction error) and NAME.poses.json (the pose of every frame, for
+scripts/evaluate.py).
+
+Examples:
+  python scripts/animate.py --image zeroshot/assets/astronaut.jpg --poses zeroshot/assets/wave.json \\
+      --prompt "a photo of an astronaut" --out out/wave.mp4
+  python scripts/animate.py --image me.png --poses dance.mp4 --inversion direct --out out/dance.gif
+  python scripts/animate.py --image me.png --poses openpose_output/ --pose-size 1280x720 --out out/frames
+
+Poses (--poses) can be our or OpenPose's JSON (one file, or a folder of per-frame files), a video or photo of a
+person (poses extracted with mediapipe), or a folder or video of already-rendered pose images (used as they are:
+no alignment, no transition frames).
+
+On a GPU the paper's settings (50 steps, 16 frames at 512x512) take on the order of minutes, most of it in the
+pose-aware inversion; --inversion direct or negative-prompt skip the optimisation (several times faster). Results of
+the inversion are cached (--cache-dir): a second animation of the same image with the same prompt skips it, and an
+interrupted run resumes. Under `accelerate launch`, the per-frame optimisation is shared by the processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from zeroshot.cli import add_model_arguments, run
+
+logger = logging.getLogger("animate")
+
+
+def _size(text: str) -> tuple[int, int]:
+    """`WxH` or `N` (square) -> `(width, height)`."""
+    try:
+        width, height = (int(part) for part in text.lower().split("x")) if "x" in text.lower() else (int(text),) * 2
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size; write WIDTHxHEIGHT, e.g. 512x512, or 512") from None
+    if width <= 0 or height <= 0 or width % 8 or height % 8:
+        raise argparse.ArgumentTypeError(
+            f"{width}x{height} is not a valid size: width and height must be positive multiples of 8 (the VAE "
+            f"downscales by 8), e.g. 512x512 or 512x768"
+        )
+    return width, height
+
+
+def _lambdas(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) < 0 or abs(sum(values) - 1) > 1e-6:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give three non-negative weights that sum to 1, for frame 0, the previous frame and the frame "
+            f"itself, e.g. 0.7,0.15,0.15"
+        )
+    return values  # type: ignore[return-value]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from zeroshot.pacm import add_pacm_arguments
+
+    parser = argparse.ArgumentParser(
+        prog="animate.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--image", type=Path, required=True, help="the still image of the character")
+    parser.add_argument("--poses", type=Path, required=True, help="the pose sequence: JSON, video, or folder")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="output: a .mp4 or .gif file, or a folder path for PNG frames"
+    )
+    parser.add_argument(
+        "--prompt", default="a photo of a person", help="describes the source image (default: %(default)r)"
+    )
+    parser.add_argument(
+        "--subject",
+        help="the word of the prompt that names the character; its cross-attention gives each frame's character "
+        "mask (default: the first of person, man, woman, boy, girl, astronaut, ... found in the prompt)",
+    )
+    parser.add_argument("--negative-prompt", default="", help="the unconditional prompt (default: empty)")
+    parser.add_argument(
+        "--size", type=_size, default=(512, 512), help="output WIDTHxHEIGHT, multiples of 8 (default: 512x512)"
+    )
+    parser.add_argument("--fps", type=float, help="output frame rate (default: the poses' own, else 8)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds Python's, NumPy's and torch's generators and is recorded in the report; PoseAnimate itself draws "
+        "no random numbers (every frame is sampled deterministically from the inverted latent), so the frames are "
+        "reproducible whatever the seed (default: %(default)s)",
+    )
+
+    animation = parser.add_argument_group("animation")
+    animation.add_argument(
+        "--lambdas",
+        type=_lambdas,
+        default=(0.7, 0.15, 0.15),
+        help="dual-consistency attention weights of frame 0, the previous frame and the frame itself; more on frame "
+        "0 keeps identity, more on the others follows the motion (default: 0.7,0.15,0.15)",
+    )
+    animation.add_argument(
+        "--no-decoupling",
+        action="store_true",
+        help="let character and background attend to each other (no mask-guided decoupling; no masks needed)",
+    )
+    animation.add_argument(
+        "--literal-decoupling",
+        action="store_true",
+        help="decouple as the paper writes it (keys and values multiplied by the mask) instead of region-exclusive "
+        "attention",
+    )
+    animation.add_argument(
+        "--transition-frames",
+        type=int,
+        help="frames of transition from the source pose to the first target pose (default: enough that no joint "
+        "moves more than 5%% of the picture per frame; 0 for none)",
+    )
+    animation.add_argument(
+        "--window",
+        type=int,
+        default=16,
+        help="frames per UNet call in generation and decoding: lower it to fit GPU memory; the frames are the same "
+        "for every value (default: %(default)s)",
+    )
+    inputs = parser.add_argument_group("source pose and mask")
+    inputs.add_argument(
+        "--pose-size", type=_size, help="canvas WIDTHxHEIGHT of OpenPose JSON keypoints in pixels that do not say it"
+    )
+    inputs.add_argument(
+        "--source-pose", type=Path, help="OpenPose JSON of the image's pose, instead of detecting it (one frame)"
+    )
+    inputs.add_argument(
+        "--mask",
+        default="selfie",
+        help="the character mask of the image: selfie or pose (mediapipe), sam (needs --sam-checkpoint and the "
+        "sam extra), or a mask image file, white on the character (default: %(default)s)",
+    )
+    inputs.add_argument("--sam-checkpoint", type=Path, help="Segment Anything checkpoint, for --mask sam")
+    add_pacm_arguments(parser)
+    add_model_arguments(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    started = time.perf_counter()
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from zeroshot.atomic import write_json
+    from zeroshot.cli import load_components_from_args
+    from zeroshot.errors import ZeroshotError
+    from zeroshot.masks import MASK_METHODS, character_mask, load_mask
+    from zeroshot.pacm import pacm_cache_dir_from_args, pacm_settings_from_args
+    from zeroshot.poseanimate import PoseAnimatePipeline
+    from zeroshot.poses import load_poses, load_source_pose, write_openpose_json
+    from zeroshot.video import Fit, check_output_path, fit_image, load_image, write_video
+
+    # 1. Everything about the inputs is checked before any model is loaded.
+    width, height = args.size
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ZeroshotError(f"Cannot create the output folder {str(args.out.parent)!r}: {error}") from error
+    out = check_output_path(args.out)
+    report_path = out.with_name(f"{out.stem}.report.json")
+    poses_path = out.with_name(f"{out.stem}.poses.json")
+    if args.window < 1:
+        raise ZeroshotError(f"--window must be at least 1, got {args.window}.")
+    if args.transition_frames is not None and args.transition_frames < 0:
+        raise ZeroshotError(f"--transition-frames must be 0 or more, got {args.transition_frames}.")
+    settings = pacm_settings_from_args(args)
+    image = load_image(args.image)
+    poses = load_poses(args.poses, size=args.pose_size)
+    fit = Fit.between(image.size, width, height)
+    source_pose = load_source_pose(args.source_pose, image.size).fitted(fit) if args.source_pose else None
+    decoupling = None if args.no_decoupling else ("literal" if args.literal_decoupling else "exclusive")
+    source_mask = None
+    if decoupling is not None:
+        if args.mask in MASK_METHODS:
+            if args.mask == "sam" and args.sam_checkpoint is None:
+                raise ZeroshotError("--mask sam needs --sam-checkpoint PATH (a Segment Anything checkpoint).")
+            if args.mask == "sam":
+                full = character_mask(image, "sam", sam_checkpoint=args.sam_checkpoint)
+                source_mask = np.asarray(fit_image(Image.fromarray(full), width, height, Image.NEAREST))
+        else:
+            full = load_mask(args.mask, image.size)
+            source_mask = np.asarray(fit_image(Image.fromarray(full), width, height, Image.NEAREST))
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+
+    # 2. Models, then the pipeline.
+    logger.info("loading models: %s + %s", args.model, args.controlnet)
+    pipe = PoseAnimatePipeline.from_components(load_components_from_args(args))
+    accelerate_state = _distributed_state(pipe)
+    result = pipe(
+        image,
+        poses,
+        args.prompt,
+        subject=args.subject,
+        negative_prompt=args.negative_prompt,
+        height=height,
+        width=width,
+        pacm_settings=settings,
+        lambdas=args.lambdas,
+        decoupling=decoupling,
+        transition_frames=args.transition_frames,
+        window=args.window,
+        source_pose=source_pose,
+        source_mask=source_mask,
+        mask_method=args.mask if args.mask in ("selfie", "pose") else "selfie",
+        cache_dir=pacm_cache_dir_from_args(args),
+        accelerate_state=accelerate_state,
+    )
+    if result is None:
+        return  # another process of an `accelerate launch`: the main process writes the output
+
+    # 3. The video first, then the files that describe it: a report beside an output means the output is complete.
+    fps = args.fps or getattr(poses, "fps", None) or 8.0
+    write_video(result.frames, out, fps)
+    if result.poses is not None:
+        write_openpose_json(result.poses, poses_path)
+    report = {
+        "output": str(out),
+        "poses_file": str(poses_path) if result.poses is not None else None,
+        "command": [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])],
+        "seed": args.seed,
+        "fps": fps,
+        "image": str(args.image),
+        "poses": str(args.poses),
+        "model": args.model,
+        "controlnet": args.controlnet,
+        "dtype": str(pipe.unet.dtype).removeprefix("torch."),
+        "transition_frames": result.num_transition,
+        "wall_seconds": time.perf_counter() - started,
+        **result.report,
+    }
+    write_json(report_path, report)
+    seconds = report["wall_seconds"]
+    print(
+        f"{out}: {len(result.frames)} frames ({result.num_transition} transition) at {fps:g} fps in {seconds:.1f} s; "
+        f"report: {report_path}"
+    )
+
+
+def _distributed_state(pipe: object) -> object | None:
+    """Under `accelerate launch` (or torchrun) with several processes: their shared state, the models moved to this
+    process's device. Otherwise `None`."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    state = PartialState()
+    pipe.to(state.device)
+    return state
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))
