@@ -6,8 +6,8 @@ The source is the real astronaut photo; the targets are its detected pose with b
 transition frames. Defaults run the tiny random models on the CPU (64x64, 8 frames, 10 steps, median of 3 runs, about
 a minute on 2 cores). On a GPU, `--arch sd15 --random-weights` builds Stable Diffusion 1.5's and the OpenPose
 ControlNet's shapes with random weights (no download) and runs 16 frames at 512x512 with 50 steps, in fp16. Each mode
-runs at every window: windows change speed and memory only, and the last table checks that the frames are the same to
-float round-off.
+runs at every window (frames per UNet call in generation and decoding; PACM chunks its frames by its default, 4):
+windows change speed and memory only, and the last table checks that the frames are the same to float round-off.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--windows",
         type=_positive_ints,
         default=[16, 4],
-        help="frames per UNet call in PACM, generation and decoding; the first is the reference (default: 16,4)",
+        help="frames per UNet call in generation and decoding; the first is the reference (default: 16,4)",
     )
     parser.add_argument(
         "--rounds", type=int, help="timed runs of each mode and window, interleaved (default: 3 tiny, 1 sd15)"
@@ -269,7 +269,7 @@ def _animate(
             subject=SUBJECT,
             height=args.size,
             width=args.size,
-            pacm_settings=PACMSettings(mode=run.mode, num_inference_steps=steps, frame_chunk_size=run.window),
+            pacm_settings=PACMSettings(mode=run.mode, num_inference_steps=steps),
             window=run.window,
             transition_frames=0,
             source_pose=source_pose,
