@@ -125,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--window",
         type=int,
         default=16,
-        help="frames per UNet call in generation and decoding: lower it to fit GPU memory; the frames are the same "
-        "for every value (default: %(default)s)",
+        help="frames per UNet call in generation and decoding: lower it to fit GPU memory; every value gives the same "
+        "frames, to float precision (default: %(default)s)",
     )
     inputs = parser.add_argument_group("source pose and mask")
     inputs.add_argument(
