@@ -22,6 +22,7 @@ from zeroshot.cli import run
 SUBCOMMANDS: dict[str, str] = {
     "attention": "zeroshot.bench.attention",
     "pacm": "zeroshot.bench.pacm",
+    "pipeline": "zeroshot.bench.pipeline",
     "poses": "zeroshot.bench.poses",
     "qffusion": "zeroshot.bench.qffusion",
 }

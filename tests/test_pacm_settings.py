@@ -1,9 +1,10 @@
 """PACM's settings: command-line options map onto them with the paper's defaults, bad values say what is wrong, and the
-model fingerprint of the cache keys identifies weights, not folders."""
+model fingerprint of the cache keys identifies weights, not folders, and reads tensors of any size."""
 
 import argparse
 
 import pytest
+import torch
 
 from zeroshot.errors import ZeroshotError
 from zeroshot.loading import load_components
@@ -14,6 +15,7 @@ from zeroshot.pacm import (
     pacm_cache_dir_from_args,
     pacm_settings_from_args,
 )
+from zeroshot.pacm.cache import weights_fingerprint
 from zeroshot.testing import build_random_components
 
 
@@ -54,3 +56,12 @@ def test_model_fingerprint_identifies_the_weights_not_the_folder(tiny_components
     assert model_fingerprint(build_random_components("tiny", seed=1)) != model_fingerprint(tiny_components)
     rescaled = build_random_components("tiny", seed=0, conv_out_scale=0.2)
     assert model_fingerprint(rescaled) != model_fingerprint(tiny_components)
+
+
+def test_weights_fingerprint_reads_tensors_larger_than_float32_can_index():
+    # Stable Diffusion's token embedding has 49408 x 768 values: float32 positions would round past its end.
+    embedding = torch.nn.Embedding(49408, 768, dtype=torch.float16)
+    before = weights_fingerprint(embedding)
+    with torch.no_grad():
+        embedding.weight[-1, -1] += 1  # the last value is always read
+    assert weights_fingerprint(embedding) != before

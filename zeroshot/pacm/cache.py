@@ -97,8 +97,11 @@ def weights_fingerprint(*models: torch.nn.Module) -> str:
         with torch.no_grad():
             for parameter in model.parameters():
                 flat = parameter.detach().reshape(-1)
-                picks = torch.linspace(0, flat.numel() - 1, min(flat.numel(), FINGERPRINT_SAMPLES), device=flat.device)
-                hasher.add(flat[picks.long()])
+                count = min(flat.numel(), FINGERPRINT_SAMPLES)
+                # Integer positions: float32 ones (linspace) round past the end of tensors over 2**24 values, such
+                # as Stable Diffusion's token embedding (49408 x 768).
+                picks = torch.arange(count, device=flat.device) * (flat.numel() - 1) // max(count - 1, 1)
+                hasher.add(flat[picks])
     return hasher.hexdigest()
 
 

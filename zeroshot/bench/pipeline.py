@@ -1,0 +1,396 @@
+"""The whole PoseAnimate pipeline: wall time of every stage, UNet evaluations per frame and peak memory, for the
+paper mode and the fast modes side by side in one run, and what the window does to peak memory.
+
+The source is the real astronaut photo; the targets are its detected pose with both forearms rising and falling
+(synthetic, offline). Every run makes `--frames` frames: frame 0 (the source) and `--frames - 1` targets, with no
+transition frames. Defaults run the tiny random models on the CPU (64x64, 8 frames, 10 steps, median of 3 runs, about
+a minute on 2 cores). On a GPU, `--arch sd15 --random-weights` builds Stable Diffusion 1.5's and the OpenPose
+ControlNet's shapes with random weights (no download) and runs 16 frames at 512x512 with 50 steps, in fp16. Each mode
+runs at every window (frames per UNet call in generation and decoding; PACM chunks its frames by its default, 4):
+windows change speed and memory only, and the last table checks that the frames are the same to float round-off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import logging
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..atomic import write_json
+from ..errors import ZeroshotError
+from ..loading import resolve_device, resolve_dtype
+from ..masks import character_mask
+from ..pacm import PACM_MODES, PACMSettings
+from ..poseanimate import PoseAnimatePipeline
+from ..poses import PoseSequence, detect_source_pose
+from ..poses.skeleton import JOINT_NAMES
+from ..testing import astronaut, build_random_components
+from ..video import Fit, fit_image
+from . import describe_device, format_table
+
+logger = logging.getLogger(__name__)
+
+#: The pipeline's stages in the order they run, as `report["stages"]` names them.
+STAGES: tuple[str, ...] = ("poses", "mask", "encode", "ddim_inversion", "source", "frames", "generation", "decode")
+#: The UNet evaluations shown per stage (the others are always 0: the inversion and generation take no gradient).
+EVALUATION_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("ddim_inversion", "forward"),
+    ("source", "forward"),
+    ("source", "backward"),
+    ("frames", "forward"),
+    ("frames", "backward"),
+    ("generation", "forward"),
+)
+#: Defaults of `--frames`, `--size`, `--steps` and `--rounds` for each `--arch`.
+ARCH_DEFAULTS: dict[str, dict[str, int]] = {
+    "tiny": {"frames": 8, "size": 64, "steps": 10, "rounds": 3},
+    "sd15": {"frames": 16, "size": 512, "steps": 50, "rounds": 1},
+}
+PROMPT = "a photo of an astronaut"
+SUBJECT = "astronaut"
+
+
+def _choices(allowed: tuple[str, ...]) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        values = [value.strip() for value in text.split(",") if value.strip()]
+        unknown = [value for value in values if value not in allowed]
+        if not values or unknown:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(allowed)}, got {text!r}")
+        return list(dict.fromkeys(values))
+
+    return parse
+
+
+def _positive_ints(text: str) -> list[int]:
+    try:
+        values = [int(value) for value in text.split(",") if value.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of positive integers, got {text!r}")
+    return list(dict.fromkeys(values))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--arch", choices=sorted(ARCH_DEFAULTS), default="tiny", help="model shapes (default: tiny)")
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="random weights of --arch; needed with sd15 (this benchmark loads no weights); tiny is always random",
+    )
+    parser.add_argument("--frames", type=int, help="frames of the video, frame 0 included (default: 8 tiny, 16 sd15)")
+    parser.add_argument(
+        "--size", type=int, help="width and height in pixels, a multiple of 8 (default: 64 tiny, 512 sd15)"
+    )
+    parser.add_argument("--steps", type=int, help="DDIM steps (default: 10 tiny, 50 sd15)")
+    parser.add_argument(
+        "--modes",
+        type=_choices(PACM_MODES),
+        default=list(PACM_MODES),
+        help="PACM modes to compare; the first is the speed-up baseline (default: paper,negative-prompt,direct)",
+    )
+    parser.add_argument(
+        "--windows",
+        type=_positive_ints,
+        default=[16, 4],
+        help="frames per UNet call in generation and decoding; the first is the reference (default: 16,4)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, help="timed runs of each mode and window, interleaved (default: 3 tiny, 1 sd15)"
+    )
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "fp32", "fp16", "bf16"],
+        help="weight dtype; auto is fp16 on CUDA and fp32 elsewhere (default: %(default)s)",
+    )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write every figure and report to PATH")
+
+
+@dataclass
+class Run:
+    """One mode at one window: per round, the wall time of each stage and of the whole; the last round's frames and
+    latents; or why it could not run."""
+
+    mode: str
+    window: int
+    stage_rounds: list[dict[str, float]] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    reports: list[dict] = field(default_factory=list)
+    frames: np.ndarray | None = None
+    latents: torch.Tensor | None = None
+    failure: str | None = None
+
+    def stage_seconds(self, stage: str) -> float:
+        return statistics.median(stages[stage] for stages in self.stage_rounds)
+
+    @property
+    def total_seconds(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def peak_memory_bytes(self) -> int:
+        return max(report["peak_memory_bytes"] for report in self.reports)
+
+
+def arm_wave_poses(source: PoseSequence, num_frames: int) -> PoseSequence:
+    """`num_frames` poses: `source` (one frame) with both forearms rising in front of the body and falling back,
+    over one period. Elbows and wrists are placed from the shoulders, so they need not have been detected.
+
+    Args:
+        source ([`~zeroshot.poses.PoseSequence`]): one detected pose with both shoulders.
+        num_frames (`int`): poses to make.
+    """
+    names = {name: index for index, name in enumerate(JOINT_NAMES)}
+    points = source.pixels()[0]
+    if not source.visible[0, [names["right_shoulder"], names["left_shoulder"]]].all():
+        raise ZeroshotError("The benchmark's source pose needs both shoulders; the detector missed one.")
+    length = 0.6 * np.linalg.norm(points[names["right_shoulder"]] - points[names["left_shoulder"]])
+    body = np.repeat(source.body, num_frames, axis=0)
+    # Each forearm turns from hanging down to 150 degrees (pointing up and inwards) and back.
+    lift = np.radians(150.0) * (1 - np.cos(2 * np.pi * np.arange(1, num_frames + 1) / num_frames)) / 2
+    for side, outward in (("right", -1.0), ("left", 1.0)):
+        if outward * (points[names[f"{side}_shoulder"]][0] - points[names["neck"]][0]) < 0:
+            outward = -outward  # the person faces away from the camera
+        elbow = points[names[f"{side}_shoulder"]] + length * np.array([outward * np.sin(0.35), np.cos(0.35)])
+        wrists = elbow + length * np.stack([-outward * np.sin(lift), np.cos(lift)], axis=-1)
+        for joint, position in ((f"{side}_elbow", elbow), (f"{side}_wrist", wrists)):
+            body[:, names[joint], :2] = np.clip(position / np.asarray(source.size), 0.0, 1.0)
+            body[:, names[joint], 2] = 1.0
+    face = None if source.face is None else np.repeat(source.face, num_frames, axis=0)
+    return PoseSequence(body, size=source.size, face=face, source="arm wave")
+
+
+def _release_memory(device: torch.device) -> None:
+    """Frees what earlier runs left behind, so that the next run's peak counts its own memory: on the CPU, the peak is
+    the growth of resident memory, which freed blocks kept by the C allocator would hide."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _settings(args: argparse.Namespace) -> argparse.Namespace:
+    """`args` with the architecture's defaults filled in, checked before any model is built."""
+    if args.arch == "sd15" and not args.random_weights:
+        raise ZeroshotError(
+            "--arch sd15 needs --random-weights: this benchmark builds Stable Diffusion 1.5's shapes with random "
+            "weights and loads no weights (time real weights with scripts/animate.py, whose report.json has the same "
+            "figures)."
+        )
+    for name, value in ARCH_DEFAULTS[args.arch].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.frames < 2:
+        raise ZeroshotError(f"--frames must be at least 2 (the source and one target), got {args.frames}.")
+    if args.size < 8 or args.size % 8:
+        raise ZeroshotError(f"--size must be a positive multiple of 8, got {args.size}.")
+    if args.steps < 1 or args.rounds < 1:
+        raise ZeroshotError(f"--steps and --rounds must be at least 1, got {args.steps} and {args.rounds}.")
+    if args.json is not None and not args.json.parent.is_dir():
+        raise ZeroshotError(f"The folder of --json {str(args.json)!r} does not exist; create it or choose another.")
+    return args
+
+
+def main(args: argparse.Namespace) -> None:
+    args = _settings(args)
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    components = build_random_components(args.arch, seed=0).to(device, dtype if dtype != torch.float32 else None)
+    pipe = PoseAnimatePipeline.from_components(components)
+    image = Image.fromarray(astronaut())
+    targets = arm_wave_poses(detect_source_pose(image, name="astronaut"), args.frames - 1)
+    print(
+        f"{describe_device(device)}; {args.arch} models with random weights ({dtype}), {args.size}x{args.size}, "
+        f"{args.frames} frames, {args.steps} DDIM steps, median of {args.rounds} run(s)"
+    )
+    runs = [Run(mode, window) for mode in args.modes for window in args.windows]
+    # One step of every run first, untimed: mediapipe's graphs, kernels and allocator pools warm up.
+    for run in runs:
+        _animate(pipe, image, targets, run, args, steps=1)
+    for _ in range(args.rounds):
+        for run in runs:
+            if run.failure is None:
+                _animate(pipe, image, targets, run, args, steps=args.steps)
+    _print_tables(runs, args, device)
+    if args.json is not None:
+        write_json(args.json, _document(runs, args, device, dtype))
+        print(f"\nwrote {args.json}")
+
+
+def _animate(
+    pipe: PoseAnimatePipeline,
+    image: Image.Image,
+    targets: PoseSequence,
+    run: Run,
+    args: argparse.Namespace,
+    steps: int,
+) -> None:
+    """One run of the pipeline; with `steps == args.steps` its figures are added to `run`.
+
+    The source pose and mask are found here, as the pipeline would find them, and handed to it: mediapipe's memory
+    then stays out of the pipeline's peak (on the CPU, where the peak is the growth of resident memory, it would
+    swamp the models' at small sizes). Their time is added to the `poses` and `mask` stages.
+    """
+    device = pipe.unet.device
+    start = time.perf_counter()
+    fit = Fit.between(image.size, args.size, args.size)
+    source_pose = detect_source_pose(image, name="astronaut").fitted(fit)
+    detection = time.perf_counter() - start
+    mask = character_mask(image, "selfie")
+    source_mask = np.asarray(fit_image(Image.fromarray(mask), args.size, args.size, Image.NEAREST))
+    segmentation = time.perf_counter() - start - detection
+    _release_memory(device)
+    final: dict[str, torch.Tensor] = {}
+
+    def keep_final_latents(step: int, timestep: int, latents: torch.Tensor) -> None:
+        if step == steps - 1:
+            final["latents"] = latents.clone()
+
+    call_start = time.perf_counter()
+    try:
+        output = pipe(
+            image,
+            targets,
+            PROMPT,
+            subject=SUBJECT,
+            height=args.size,
+            width=args.size,
+            pacm_settings=PACMSettings(mode=run.mode, num_inference_steps=steps),
+            window=run.window,
+            transition_frames=0,
+            source_pose=source_pose,
+            source_mask=source_mask,
+            show_progress=sys.stderr.isatty(),
+            callback_on_step_end=keep_final_latents,
+        )
+    except torch.cuda.OutOfMemoryError:
+        run.failure = "out of memory"
+    if run.failure is not None:  # outside the `except` block, whose traceback holds the run's tensors
+        logger.warning("%s at window %d ran out of GPU memory; the other runs go on.", run.mode, run.window)
+        _release_memory(device)
+        return
+    seconds = detection + segmentation + time.perf_counter() - call_start
+    if steps != args.steps:
+        return
+    stages = {stage: output.report["stages"][stage]["seconds"] for stage in STAGES}
+    stages["poses"] += detection
+    stages["mask"] += segmentation
+    run.stage_rounds.append(stages)
+    run.seconds.append(seconds)
+    run.reports.append(output.report)
+    run.frames, run.latents = output.frames, final["latents"].cpu()
+
+
+def _reference(runs: list[Run], run: Run) -> Run:
+    """The run of the same mode at the first window (the reference for memory and frames)."""
+    return next(other for other in runs if other.mode == run.mode)
+
+
+def _baseline(runs: list[Run], run: Run) -> Run:
+    """The run of the first mode at the same window (the reference for speed-ups)."""
+    return next(other for other in runs if other.window == run.window)
+
+
+def _differences(runs: list[Run], run: Run) -> tuple[float, int] | None:
+    """Largest differences of the final latents and of the `uint8` frames from the same mode's at the first window."""
+    reference = _reference(runs, run)
+    if run.failure is not None or reference.failure is not None:
+        return None
+    latents = float((run.latents - reference.latents).abs().max())
+    frames = int(np.abs(run.frames.astype(np.int16) - reference.frames.astype(np.int16)).max())
+    return latents, frames
+
+
+def _print_tables(runs: list[Run], args: argparse.Namespace, device: torch.device) -> None:
+    header = ["mode", "window", *STAGES, "total", f"speed-up vs {args.modes[0]}"]
+    rows = []
+    for run in runs:
+        if run.failure is not None:
+            rows.append((run.mode, run.window, *[""] * len(STAGES), run.failure, ""))
+            continue
+        base = _baseline(runs, run)
+        speed_up = base.total_seconds / run.total_seconds if base.failure is None else ""
+        rows.append((run.mode, run.window, *map(run.stage_seconds, STAGES), run.total_seconds, speed_up))
+    print("\nWall time per stage, seconds (ddim_inversion, source and frames are PACM's)")
+    print(format_table(header, rows))
+
+    header = ["mode", *(f"{stage} {way[0]}wd" for stage, way in EVALUATION_COLUMNS), "total fwd", "total bwd"]
+    header.append("frame-0 error")
+    rows = []
+    for mode in args.modes:
+        run = next((run for run in runs if run.mode == mode and run.failure is None), None)
+        if run is None:
+            continue
+        report = run.reports[-1]
+        evaluations = report["unet_evaluations"]
+        per_stage = evaluations["per_stage_per_frame"]
+        counts = [per_stage[stage][way] for stage, way in EVALUATION_COLUMNS]
+        error = report["reconstruction"]["frame0_latent_relative_error"]
+        rows.append(
+            (mode, *counts, evaluations["forward_per_frame"], evaluations["backward_per_frame"], f"{error:.2e}")
+        )
+    print(
+        "\nUNet evaluations per frame of the video (one latent through the UNet and the ControlNet; a guided step is"
+        "\n2), and frame 0's relative distance to the source latent"
+    )
+    print(format_table(header, rows))
+
+    header = ["mode", "window", "peak MiB", "vs first window", "max |latent diff|", "max |frame diff|"]
+    rows = []
+    for run in (run for run in runs if run.failure is None):
+        reference = _reference(runs, run)
+        measured = reference.failure is None and reference.peak_memory_bytes > 0
+        ratio = run.peak_memory_bytes / reference.peak_memory_bytes if measured else ""
+        latents, frames = _differences(runs, run) or ("", "")
+        latents = latents if latents == "" else f"{latents:.1e}"
+        rows.append((run.mode, run.window, f"{run.peak_memory_bytes / 2**20:.0f}", ratio, latents, frames))
+    print(
+        f"\nPeak memory ({_memory_kind(device)}) by window, and the largest difference of the final latents and of the"
+        "\nuint8 frames from the same mode's at the first window: float round-off only (windows change no result)"
+    )
+    print(format_table(header, rows))
+
+
+def _memory_kind(device: torch.device) -> str:
+    return "allocated GPU memory" if device.type == "cuda" else "growth of the process's resident memory"
+
+
+def _document(runs: list[Run], args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:
+    document = {
+        "device": describe_device(device),
+        "arch": args.arch,
+        "dtype": str(dtype).removeprefix("torch."),
+        "size": args.size,
+        "frames": args.frames,
+        "steps": args.steps,
+        "rounds": args.rounds,
+        "runs": [],
+    }
+    for run in runs:
+        entry: dict[str, object] = {"mode": run.mode, "window": run.window, "failure": run.failure}
+        if run.failure is None:
+            differences = _differences(runs, run)
+            entry.update(
+                seconds=run.total_seconds,
+                stage_seconds={stage: run.stage_seconds(stage) for stage in STAGES},
+                peak_memory_bytes=run.peak_memory_bytes,
+                max_latent_difference=None if differences is None else differences[0],
+                max_frame_difference=None if differences is None else differences[1],
+                report=run.reports[-1],
+            )
+        document["runs"].append(entry)
+    return document
