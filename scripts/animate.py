@@ -51,15 +51,15 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _lambdas(text: str) -> tuple[float, float, float]:
+    from hooks import DualConsistencyAttnProcessor
+
     try:
         values = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 3 or min(values) < 0 or abs(sum(values) - 1) > 1e-6:
+        DualConsistencyAttnProcessor(lambdas=values)  # the processor's own check of its weights
+    except ValueError as error:
         raise argparse.ArgumentTypeError(
-            f"{text!r}: give three non-negative weights that sum to 1, for frame 0, the previous frame and the frame "
-            f"itself, e.g. 0.7,0.15,0.15"
-        )
+            f"{text!r}: {error} Give them for frame 0, the previous frame and the frame itself, e.g. 0.7,0.15,0.15"
+        ) from None
     return values  # type: ignore[return-value]
 
 
@@ -153,19 +153,34 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     import numpy as np
     import torch
-    from PIL import Image
 
     from zeroshot.atomic import write_json
     from zeroshot.cli import load_components_from_args
     from zeroshot.errors import ZeroshotError
-    from zeroshot.masks import MASK_METHODS, character_mask, load_mask
+    from zeroshot.masks import MASK_METHODS, load_mask
     from zeroshot.pacm import pacm_cache_dir_from_args, pacm_settings_from_args
-    from zeroshot.poseanimate import PoseAnimatePipeline
+    from zeroshot.poseanimate import PoseAnimatePipeline, prepare_source
     from zeroshot.poses import load_poses, load_source_pose, write_openpose_json
-    from zeroshot.video import Fit, check_output_path, fit_image, load_image, write_video
+    from zeroshot.video import check_output_path, load_image, output_kind, write_video
 
-    # 1. Everything about the inputs is checked before any model is loaded.
+    # 1. Everything about the inputs is checked, and the source's pose and mask found, before any model loads.
     width, height = args.size
+    output_kind(args.out)
+    if args.window < 1:
+        raise ZeroshotError(f"--window must be at least 1, got {args.window}.")
+    if args.transition_frames is not None and args.transition_frames < 0:
+        raise ZeroshotError(f"--transition-frames must be 0 or more, got {args.transition_frames}.")
+    if args.mask == "sam" and args.sam_checkpoint is None:
+        raise ZeroshotError("--mask sam needs --sam-checkpoint PATH (a Segment Anything checkpoint).")
+    settings = pacm_settings_from_args(args)
+    image = load_image(args.image)
+    poses = load_poses(args.poses, size=args.pose_size)
+    decoupling = None if args.no_decoupling else ("literal" if args.literal_decoupling else "exclusive")
+    mask = None
+    if decoupling is not None:
+        mask = args.mask if args.mask in MASK_METHODS else load_mask(args.mask, image.size)
+    source_pose = load_source_pose(args.source_pose, image.size) if args.source_pose else None
+    source = prepare_source(image, width, height, pose=source_pose, mask=mask, sam_checkpoint=args.sam_checkpoint)
     try:
         args.out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -173,27 +188,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     out = check_output_path(args.out)
     report_path = out.with_name(f"{out.stem}.report.json")
     poses_path = out.with_name(f"{out.stem}.poses.json")
-    if args.window < 1:
-        raise ZeroshotError(f"--window must be at least 1, got {args.window}.")
-    if args.transition_frames is not None and args.transition_frames < 0:
-        raise ZeroshotError(f"--transition-frames must be 0 or more, got {args.transition_frames}.")
-    settings = pacm_settings_from_args(args)
-    image = load_image(args.image)
-    poses = load_poses(args.poses, size=args.pose_size)
-    fit = Fit.between(image.size, width, height)
-    source_pose = load_source_pose(args.source_pose, image.size).fitted(fit) if args.source_pose else None
-    decoupling = None if args.no_decoupling else ("literal" if args.literal_decoupling else "exclusive")
-    source_mask = None
-    if decoupling is not None:
-        if args.mask in MASK_METHODS:
-            if args.mask == "sam" and args.sam_checkpoint is None:
-                raise ZeroshotError("--mask sam needs --sam-checkpoint PATH (a Segment Anything checkpoint).")
-            if args.mask == "sam":
-                full = character_mask(image, "sam", sam_checkpoint=args.sam_checkpoint)
-                source_mask = np.asarray(fit_image(Image.fromarray(full), width, height, Image.NEAREST))
-        else:
-            full = load_mask(args.mask, image.size)
-            source_mask = np.asarray(fit_image(Image.fromarray(full), width, height, Image.NEAREST))
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -215,9 +209,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         decoupling=decoupling,
         transition_frames=args.transition_frames,
         window=args.window,
-        source_pose=source_pose,
-        source_mask=source_mask,
-        mask_method=args.mask if args.mask in ("selfie", "pose") else "selfie",
+        source=source,
         cache_dir=pacm_cache_dir_from_args(args),
         accelerate_state=accelerate_state,
     )
@@ -240,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "model": args.model,
         "controlnet": args.controlnet,
         "dtype": str(pipe.unet.dtype).removeprefix("torch."),
-        "transition_frames": result.num_transition,
+        "mask": args.mask if decoupling is not None else None,
         "wall_seconds": time.perf_counter() - started,
         **result.report,
     }

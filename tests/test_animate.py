@@ -14,6 +14,7 @@ from PIL import Image
 
 from zeroshot import PoseAnimatePipeline
 from zeroshot.pacm import PACMSettings, reconstruct_source
+from zeroshot.poseanimate import prepare_source
 from zeroshot.poses import PoseSequence, load_poses
 from zeroshot.video import load_image, read_video
 
@@ -67,20 +68,95 @@ def test_frames_windows_and_report(pipe, wave):
     assert report["peak_memory_bytes"] >= 0 and report["settings"]["subject"] == "astronaut"
 
 
+def _pacm_inputs(components, pose_images):
+    from zeroshot.imaging import encode_latents, to_condition_tensor, to_model_tensor
+    from zeroshot.pacm import encode_prompt
+
+    source = prepare_source(load_image(IMAGE), SIZE, SIZE, mask=None)
+    latent = encode_latents(components.vae, to_model_tensor(np.asarray(source.image)))
+    prompt = encode_prompt(components, "a photo of an astronaut", subject="astronaut")
+    poses = to_condition_tensor(pose_images)
+    return latent, prompt, poses
+
+
 def test_frame_zero_is_pacms_reconstruction_of_the_source(pipe, tiny_components, wave):
     """Paper mode: dual-consistency attention, decoupling and windows leave frame 0 exactly as PACM reconstructs it
     without any hook."""
+    from zeroshot.pacm import run_pacm
+
     settings = PACMSettings(num_inference_steps=4, source_inner_steps=2, learning_rate=5e-2)
     result = _animate(pipe, wave[np.arange(2)], pacm_settings=settings, window=2, output_type="latent")
-    from zeroshot.pacm import encode_prompt, run_pacm
-
-    source = pipe.encode_image(Image.fromarray(np.asarray(load_image(IMAGE).resize((SIZE, SIZE), Image.LANCZOS))))
-    pose = torch.from_numpy(result.pose_images).permute(0, 3, 1, 2).float() / 255
-    prompt = encode_prompt(tiny_components, "a photo of an astronaut", subject="astronaut")
-    pacm = run_pacm(tiny_components, source, prompt, pose[:1], pose[1:], settings, progress_bar=False)
-    reference = reconstruct_source(tiny_components, pacm, pose[:1])[0]
+    latent, prompt, poses = _pacm_inputs(tiny_components, result.pose_images)
+    pacm = run_pacm(tiny_components, latent, prompt, poses[:1], poses[1:], settings, progress_bar=False)
+    reference = reconstruct_source(tiny_components, pacm, poses[:1])[0]
     torch.testing.assert_close(result.frames[0], reference, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(result.frames[1], reference, atol=1e-3)
+
+
+@torch.no_grad()
+def _diffusers_reference(components, pacm, poses, frame):
+    """Frame `frame` sampled with diffusers' own DDIMScheduler, ControlNet and UNet: its pose image, its per-step
+    embeddings (the source's for frame 0), classifier-free guidance, and direct mode's offsets."""
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler.from_config(components.scheduler.config)
+    scheduler.set_timesteps(len(pacm.timesteps))
+    latents = pacm.latents[-1][None].clone()
+    pose = poses[frame : frame + 1].repeat(2, 1, 1, 1)
+    for step, timestep in enumerate(scheduler.timesteps):
+        text = torch.stack(pacm.guidance_embeddings(step, None if frame == 0 else frame - 1))
+        model_input = latents.repeat(2, 1, 1, 1)
+        down, mid = components.controlnet(model_input, timestep, text, controlnet_cond=pose, return_dict=False)
+        residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+        unconditional, conditional = components.unet(model_input, timestep, text, **residuals).sample.chunk(2)
+        noise = unconditional + pacm.guidance_scale * (conditional - unconditional)
+        latents = scheduler.step(noise, timestep, latents).prev_sample
+        if pacm.source_offsets is not None:
+            latents = latents + pacm.source_offsets[step]
+    return latents[0]
+
+
+@pytest.mark.parametrize("mode", ["paper", "direct"])
+def test_generation_gives_each_frame_its_pose_embeddings_and_offsets(mode, wave):
+    """With attention weights (0, 0, 1) and no decoupling the frames are independent, so each must equal plain
+    guided sampling with diffusers' own scheduler, its own pose image and its own embeddings."""
+    from zeroshot.generation import generate_latents
+    from zeroshot.pacm import ControlledDenoiser, DDIMSchedule, run_pacm
+    from zeroshot.testing import build_random_components
+
+    components = build_random_components("tiny", controlnet_std=2.0)  # a ControlNet that reacts to the pose
+    # A large learning rate and several steps per frame move the frames' embeddings well away from the source's.
+    settings = PACMSettings(
+        mode=mode,
+        num_inference_steps=4,
+        source_inner_steps=2,
+        frame_inner_steps=4,
+        learning_rate=0.5,
+        early_stop_epsilon=0.0,
+        early_stop_slope=0.0,
+    )
+    pose_images = PoseAnimatePipeline.from_components(components).prepare_poses(
+        prepare_source(load_image(IMAGE), SIZE, SIZE, mask=None).pose, wave[np.arange(3)], 0
+    )[1]
+    latent, prompt, poses = _pacm_inputs(components, pose_images)
+    pacm = run_pacm(components, latent, prompt, poses[:1], poses[1:], settings, progress_bar=False)
+    generated = generate_latents(
+        ControlledDenoiser(components),
+        DDIMSchedule.from_scheduler(components.scheduler, 4),
+        pacm,
+        pose_images,
+        None,
+        lambdas=(0.0, 0.0, 1.0),
+        decoupling=None,
+        window=2,
+        show_progress=False,
+    )
+    for frame in range(4):
+        reference = _diffusers_reference(components, pacm, poses, frame)
+        torch.testing.assert_close(generated[frame], reference, rtol=1e-4, atol=1e-5, msg=f"frame {frame}")
+    # The comparison can tell poses apart: frame 3 sampled with the source pose differs from frame 3.
+    wrong_pose = _diffusers_reference(components, pacm, poses[[0, 1, 2, 0]], 3)
+    assert (wrong_pose - generated[3]).abs().max() > 100 * 1e-5
 
 
 def test_rendered_pose_images_are_used_as_they_are(pipe, wave):
@@ -100,7 +176,7 @@ def test_bad_pipeline_options_are_explained(pipe, wave):
         _animate(pipe, wave, height=60)
     with pytest.raises(ZeroshotError, match="--subject WORD"):
         pipe(load_image(IMAGE), wave, "a photo", height=SIZE, width=SIZE, show_progress=False)
-    with pytest.raises(ZeroshotError, match="sum to 1"):
+    with pytest.raises(ZeroshotError, match="summing to 1"):
         _animate(pipe, wave, lambdas=(0.5, 0.5, 0.5))
 
 
@@ -196,7 +272,7 @@ def _load_script():
         ({"--poses": "not-poses.txt"}, "not-poses.txt"),
         ({"--size": "60x64"}, "must be positive multiples of 8"),
         ({"--inversion": "magic"}, "invalid choice: 'magic'"),
-        ({"--lambdas": "1,1,1"}, "sum to 1"),
+        ({"--lambdas": "1,1,1"}, "summing to 1"),
         ({"--out": "/proc/sys/wave.mp4"}, "is not writable"),
         ({"--out": "clip.avi"}, "use a .mp4 or .gif file or a folder path"),
         ({"--transition-frames": "-1"}, "--transition-frames must be 0 or more"),
@@ -224,9 +300,20 @@ def test_script_rejects_bad_input_clearly_and_writes_nothing(change, message, ti
 
 
 def test_failure_after_loading_the_models_leaves_no_output(tiny_model_paths, tmp_path):
-    """No person in the image: the run stops in the pipeline, after the models loaded, and writes nothing."""
+    """A subject word the prompt lacks is found by the tokenizer, after the models loaded: the run stops with one
+    line, and the output folder stays empty."""
+    arguments = ["--image", str(IMAGE), "--poses", str(POSES), "--out", str(tmp_path / "o" / "w.mp4"), "--size", "64"]
+    result = _run([*arguments, "--subject", "zebra"], tiny_model_paths, tmp_path)
+    assert result.returncode == 2 and "The subject 'zebra' does not occur in the prompt" in result.stderr
+    assert "Traceback" not in result.stderr and list((tmp_path / "o").iterdir()) == []
+
+
+def test_no_person_is_found_before_the_models_load(tiny_model_paths, tmp_path, capsys):
+    from zeroshot.cli import run
+
     Image.fromarray(np.full((96, 96, 3), 128, np.uint8)).save(tmp_path / "grey.png")
     arguments = ["--image", str(tmp_path / "grey.png"), "--poses", str(POSES), "--out", str(tmp_path / "o" / "w.mp4")]
-    result = _run([*arguments, "--size", "64"], tiny_model_paths, tmp_path)
-    assert result.returncode == 2 and "No person found in the source image" in result.stderr
-    assert "Traceback" not in result.stderr and list((tmp_path / "o").iterdir()) == []
+    arguments += ["--model", str(tmp_path / "no-such-model")]  # never reached
+    assert run(_load_script().main, arguments) == 2
+    assert "No person found in the source image" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -16,11 +16,9 @@ from tqdm.auto import tqdm
 
 from hooks import CrossFrameState, DualConsistencyAttnProcessor, install_attn_processors
 
+from .imaging import to_condition_tensor
 from .pacm import DDIMSchedule, PACMResult, guided_noise
 from .pacm.denoiser import ControlledDenoiser
-
-#: Ways mask-guided decoupling can run (see `hooks.DualConsistencyAttnProcessor`), or `None` for none.
-DECOUPLING_MODES = ("exclusive", "literal")
 
 
 def frame_windows(num_frames: int, window: int) -> list[list[int]]:
@@ -39,12 +37,6 @@ def _step_embeddings(pacm: PACMResult, step: int, device: torch.device) -> tuple
     return torch.stack(unconditional).to(device), torch.stack(conditional).to(device)
 
 
-def pose_batch(pose_images: np.ndarray, frames: list[int], device: torch.device) -> torch.Tensor:
-    """The ControlNet inputs `[len(frames), 3, H, W]` in [0, 1] of `uint8` pose images `[N, H, W, 3]`."""
-    selected = torch.from_numpy(np.ascontiguousarray(pose_images[frames])).to(device)
-    return selected.permute(0, 3, 1, 2).float() / 255
-
-
 @torch.no_grad()
 def generate_latents(
     denoiser: ControlledDenoiser,
@@ -57,7 +49,8 @@ def generate_latents(
     decoupling: str | None = "exclusive",
     window: int = 16,
     show_progress: bool = True,
-    callback: Callable[[int, int, torch.Tensor], None] | None = None,
+    on_step: Callable[[int, int, torch.Tensor], torch.Tensor | None] | None = None,
+    interrupted: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
     """Samples every frame of the animation and returns their latents `[frames, 4, h, w]` (float32).
 
@@ -79,15 +72,14 @@ def generate_latents(
             keys), `"literal"` (the paper's masked keys and values), or `None` to attend to whole frames.
         window (`int`, *optional*, defaults to 16): frames per UNet call; any value gives the same frames.
         show_progress (`bool`, *optional*, defaults to `True`): show a progress bar.
-        callback (`Callable[[int, int, torch.Tensor], None]`, *optional*): called after every step with the step
-            index, the timestep and the latents of all frames; raise from it to stop.
+        on_step (`Callable[[int, int, torch.Tensor], torch.Tensor | None]`, *optional*): called after every step
+            with the step index, the timestep and the latents of all frames; it may return latents to continue from.
+        interrupted (`Callable[[], bool]`, *optional*): asked after every step; `True` stops sampling there.
     """
     num_frames = pacm.num_frames + 1
     if len(pose_images) != num_frames:
         raise ValueError(f"Expected {num_frames} pose images (source and targets), got {len(pose_images)}.")
     if decoupling is not None:
-        if decoupling not in DECOUPLING_MODES:
-            raise ValueError(f"decoupling must be one of {DECOUPLING_MODES} or None, got {decoupling!r}.")
         if source_mask is None or pacm.masks is None:
             raise ValueError("Decoupling needs the source mask and PACM's character masks (run PACM with a subject).")
     device = denoiser.device
@@ -109,7 +101,7 @@ def generate_latents(
             for frames in windows:
                 state.frame_ids = frames
                 current = latents[frames]
-                poses = pose_batch(pose_images, frames, device)
+                poses = to_condition_tensor(pose_images[frames], device)
                 noise = denoiser(
                     torch.cat([current, current]),
                     timestep,
@@ -121,7 +113,10 @@ def generate_latents(
                 progress.update()
             if pacm.source_offsets is not None:
                 latents += pacm.source_offsets[step].to(device)
-            if callback is not None:
-                callback(step, timestep, latents)
+            if on_step is not None:
+                replaced = on_step(step, timestep, latents)
+                latents = latents if replaced is None else replaced.to(device, torch.float32)
+            if interrupted is not None and interrupted():
+                break
     state.reset()
     return latents

@@ -15,9 +15,7 @@ PoseAnimate (Zhu et al.), training-free on Stable Diffusion 1.5 and the OpenPose
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -26,12 +24,16 @@ from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, DiffusionPi
 from PIL import Image
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from hooks import DualConsistencyAttnProcessor
+
 from .components import ModelComponents
 from .errors import ZeroshotError
-from .generation import DECOUPLING_MODES, generate_latents
+from .generation import generate_latents
+from .imaging import decode_latents, encode_latents, to_condition_tensor, to_model_tensor
 from .masks import MASK_METHODS, character_mask, resize_mask
 from .memory import PeakMemory
 from .metrics import psnr
+from .pacm import STAGES as PACM_STAGES
 from .pacm import (
     DDIMSchedule,
     EvaluationCounter,
@@ -52,6 +54,10 @@ SUBJECT_WORDS = (
     "person", "man", "woman", "boy", "girl", "child", "kid", "lady", "guy", "people", "character", "dancer",
     "astronaut", "firefighter", "player", "athlete", "figure", "robot", "doll",
 )  # fmt: skip
+
+
+#: The stages that evaluate the UNet: PACM's three, then generation.
+UNET_STAGES = (*PACM_STAGES, "generation")
 
 
 @dataclass
@@ -77,22 +83,66 @@ class PoseAnimateOutput:
     report: dict = field(default_factory=dict)
 
 
-class _StageClock:
-    """Wall time of the pipeline's own stages (PACM's stages time themselves)."""
+@dataclass
+class SourceInputs:
+    """The source image on the output canvas, with its pose and character mask.
 
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.seconds: dict[str, float] = {}
+    Args:
+        image (`PIL.Image.Image`): the source image scaled and centre-cropped to the output size.
+        pose ([`~zeroshot.poses.PoseSequence`]): its pose (one frame) on the output canvas.
+        mask (`np.ndarray`, *optional*): its boolean character mask `[height, width]`, when one is needed.
+    """
 
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+    image: Image.Image
+    pose: PoseSequence
+    mask: np.ndarray | None
+
+
+def prepare_source(
+    image: Image.Image,
+    width: int,
+    height: int,
+    *,
+    pose: PoseSequence | None = None,
+    mask: np.ndarray | str | None = "selfie",
+    sam_checkpoint: str | os.PathLike | None = None,
+) -> SourceInputs:
+    """Fits the source image to the output canvas (scale to cover, centre-crop) with its pose and mask.
+
+    Detection and segmentation run on the full-resolution image, whose results are then fitted like the image:
+    mediapipe finds people far more reliably at full size than at a small output size.
+
+    Args:
+        image (`PIL.Image.Image`): the source image, any size.
+        width (`int`), height (`int`): the output size.
+        pose ([`~zeroshot.poses.PoseSequence`], *optional*): the image's pose (one frame) on the image's own canvas;
+            detected with mediapipe when not given.
+        mask (`np.ndarray` or `str`, *optional*, defaults to `"selfie"`): a boolean mask of the image's size, or a
+            method of [`~zeroshot.masks.character_mask`] (`"selfie"`, `"pose"`, `"sam"`), or `None` for no mask.
+        sam_checkpoint (`str` or `os.PathLike`, *optional*): the Segment Anything checkpoint, for `mask="sam"`.
+
+    Raises:
+        [`~zeroshot.errors.ZeroshotError`]: no person in the image, a pose or mask that does not fit the image.
+    """
+    image = image.convert("RGB")
+    fit = Fit.between(image.size, width, height)
+    if pose is None:
+        pose = detect_source_pose(image, name="the source image")
+    elif len(pose) != 1 or pose.size != image.size:
+        raise ZeroshotError(
+            f"The source pose must be one frame on the {image.width}x{image.height} image's canvas, got {len(pose)} "
+            f"frame(s) on {pose.size[0]}x{pose.size[1]}."
+        )
+    if isinstance(mask, str):
+        mask = character_mask(image, mask, pose=pose, sam_checkpoint=sam_checkpoint)
+    elif mask is not None and mask.shape != (image.height, image.width):
+        raise ZeroshotError(
+            f"The character mask is {mask.shape[1]}x{mask.shape[0]}; the image is {image.width}x{image.height}."
+        )
+    fitted_mask = None
+    if mask is not None:
+        fitted_mask = np.asarray(fit_image(Image.fromarray(mask.astype(bool)), width, height, Image.NEAREST))
+    return SourceInputs(fit_image(image, width, height), pose.fitted(fit), fitted_mask)
 
 
 def find_subject(prompt: str) -> str | None:
@@ -123,8 +173,6 @@ class PoseAnimatePipeline(DiffusionPipeline):
     >>> write_video(result.frames, "wave.mp4", fps=8)
     ```
     """
-
-    model_cpu_offload_seq = "text_encoder->controlnet->unet->vae"
 
     def __init__(
         self,
@@ -200,26 +248,16 @@ class PoseAnimatePipeline(DiffusionPipeline):
         result = pose_alignment_transition(source_pose, poses, transition_frames=transition_frames)
         return result.poses, result.poses.render(), result.num_transition
 
-    @torch.no_grad()
-    def encode_image(self, image: Image.Image) -> torch.Tensor:
-        """The source latent `[1, 4, H/8, W/8]` (posterior mean, scaled), float32."""
-        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
-        latent = self.vae.encode(pixels.to(self.vae.device, self.vae.dtype)).latent_dist.mean
-        return latent.float() * self.vae.config.scaling_factor
-
-    @torch.no_grad()
-    def decode_latents(self, latents: torch.Tensor, chunk_size: int, show_progress: bool = True) -> np.ndarray:
-        """`uint8` RGB frames `[frames, H, W, 3]` of scaled latents, `chunk_size` at a time."""
-        from tqdm.auto import tqdm
-
-        frames = []
-        for chunk in tqdm(latents.split(chunk_size), desc="decoding", disable=not show_progress, leave=False):
-            images = self.vae.decode((chunk / self.vae.config.scaling_factor).to(self.vae.device, self.vae.dtype))
-            images = ((images.sample.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
-            frames.append(images.permute(0, 2, 3, 1).cpu().numpy())
-        return np.concatenate(frames)
-
     # ---- the call ------------------------------------------------------------------------------------------------
+
+    @property
+    def interrupt(self) -> bool:
+        """Set it to `True` (from `callback_on_step_end`) to stop generation after the current step."""
+        return getattr(self, "_interrupt", False)
+
+    @interrupt.setter
+    def interrupt(self, value: bool) -> None:
+        self._interrupt = value
 
     def __call__(
         self,
@@ -236,12 +274,11 @@ class PoseAnimatePipeline(DiffusionPipeline):
         decoupling: str | None = "exclusive",
         transition_frames: int | None = None,
         window: int = 16,
-        source_pose: PoseSequence | None = None,
-        source_mask: np.ndarray | None = None,
+        source: SourceInputs | None = None,
         mask_method: str = "selfie",
         cache_dir: str | os.PathLike | None = None,
         show_progress: bool = True,
-        callback_on_step_end: Callable[[int, int, torch.Tensor], None] | None = None,
+        callback_on_step_end: Callable[[PoseAnimatePipeline, int, int, dict], dict | None] | None = None,
         accelerate_state: object | None = None,
         output_type: str = "np",
     ) -> PoseAnimateOutput | None:
@@ -267,17 +304,18 @@ class PoseAnimatePipeline(DiffusionPipeline):
             transition_frames (`int`, *optional*): frames of transition from the source pose to the first target
                 pose; by default as many as keep every joint's step under 5% of the canvas.
             window (`int`, *optional*, defaults to 16): frames per UNet call in generation and decoding; any value
-                gives the same frames, smaller ones use less memory (PACM's own chunking is
+                gives the same frames (to float precision), smaller ones use less memory (PACM's own chunking is
                 `pacm_settings.frame_chunk_size`).
-            source_pose ([`~zeroshot.poses.PoseSequence`], *optional*): the source's pose (one frame) on the output
-                canvas, instead of detecting it in the image.
-            source_mask (`np.ndarray`, *optional*): the source's boolean character mask at the output size, instead
-                of segmenting the image with `mask_method`.
-            mask_method (`str`, *optional*, defaults to `"selfie"`): how the source mask is segmented when not given.
+            source ([`SourceInputs`], *optional*): the source prepared by [`prepare_source`] (to give the pose or
+                mask yourself, or to check the image before loading models); by default prepared from `image` with
+                `mask_method`.
+            mask_method (`str`, *optional*, defaults to `"selfie"`): how the source mask is segmented when `source`
+                is not given.
             cache_dir (`str` or `os.PathLike`, *optional*): where PACM's results are cached.
             show_progress (`bool`, *optional*, defaults to `True`): progress bars for every stage.
-            callback_on_step_end (`Callable[[int, int, torch.Tensor], None]`, *optional*): called after every
-                generation step with the step, the timestep and the latents of all frames; raise to stop.
+            callback_on_step_end (`Callable`, *optional*): called as diffusers does after every generation step,
+                `callback_on_step_end(pipe, step, timestep, {"latents": latents})`; it may return a dict with new
+                `"latents"`, and may set `pipe.interrupt = True` to stop after the step.
             accelerate_state (`accelerate.PartialState`, *optional*): under `accelerate launch`, PACM's per-frame
                 stage is shared by the processes; the main process then generates, the others return `None`.
             output_type (`str`, *optional*, defaults to `"np"`): `"np"` for `uint8` frames, `"latent"` for latents.
@@ -286,54 +324,41 @@ class PoseAnimatePipeline(DiffusionPipeline):
             [`PoseAnimateOutput`], or `None` on processes other than the main one.
         """
         settings = pacm_settings or PACMSettings()
-        mask_origin = "given" if source_mask is not None else mask_method
         self._check_inputs(height, width, window, lambdas, decoupling, mask_method, output_type)
         subject = self._subject(prompt, subject, decoupling)
+        self.interrupt = False
+        mask_origin = mask_method if source is None else "given with the source"
         device = self.unet.device
-        clock = _StageClock(device)
+        counter = EvaluationCounter(stages=("poses", "mask", "encode", "generation", "decode"))
         with PeakMemory(device) as memory:
-            image = image.convert("RGB")
-            fit = Fit.between(image.size, width, height)
-            source = fit_image(image, width, height)
-            with clock.stage("poses"):
-                # Detection and segmentation see the full-resolution image; their results are fitted like it.
-                if source_pose is None:
-                    source_pose = detect_source_pose(image, name="the source image").fitted(fit)
-                elif source_pose.size != (width, height) or len(source_pose) != 1:
-                    raise ZeroshotError(
-                        f"The source pose must be one frame on the {width}x{height} output canvas, got "
-                        f"{len(source_pose)} frame(s) on {source_pose.size[0]}x{source_pose.size[1]}."
-                    )
-                frame_poses, pose_images, num_transition = self.prepare_poses(source_pose, poses, transition_frames)
+            with counter.stage("poses"):
+                if source is None:
+                    source = prepare_source(image, width, height, mask=mask_method if decoupling else None)
+                elif source.image.size != (width, height):
+                    raise ZeroshotError(f"The prepared source is {source.image.size}, the output {width}x{height}.")
+                frame_poses, pose_images, num_transition = self.prepare_poses(source.pose, poses, transition_frames)
             mask_latent = None
             if decoupling is not None:
-                with clock.stage("mask"):
-                    if source_mask is None:
-                        full = character_mask(image, mask_method)
-                        source_mask = np.asarray(fit_image(Image.fromarray(full), width, height, Image.NEAREST))
-                    elif source_mask.shape != (height, width):
-                        raise ZeroshotError(
-                            f"The character mask is {source_mask.shape[1]}x{source_mask.shape[0]}; the output is "
-                            f"{width}x{height}."
-                        )
+                with counter.stage("mask"):
+                    if source.mask is None:
+                        raise ValueError("Decoupling needs the source's mask: prepare the source with a mask.")
                     h, w = height // self.vae_scale_factor, width // self.vae_scale_factor
-                    mask_latent = torch.from_numpy(resize_mask(source_mask.astype(bool), h, w)).float()
-            with clock.stage("encode"):
-                latent = self.encode_image(source)
+                    mask_latent = torch.from_numpy(resize_mask(source.mask, h, w)).float()
+            with counter.stage("encode"):
+                pixels = np.asarray(source.image)
+                latent = encode_latents(self.vae, to_model_tensor(pixels))
                 embeddings = encode_prompt(
                     self.components_view(), prompt, subject=subject, negative_prompt=negative_prompt
                 )
-                pixels = torch.from_numpy(np.asarray(source).copy())
-                identity = input_identity(
-                    pixels, prompt, negative_prompt, weights_fingerprint(self.vae, self.text_encoder)
-                )
-            pose_tensors = torch.from_numpy(pose_images).permute(0, 3, 1, 2).float() / 255
+                encoders = weights_fingerprint(self.vae, self.text_encoder)
+                identity = input_identity(torch.from_numpy(pixels.copy()), prompt, negative_prompt, encoders)
+            pose_conditions = to_condition_tensor(pose_images)
             pacm = run_pacm(
                 self.components_view(),
                 latent,
                 embeddings,
-                pose_tensors[:1],
-                pose_tensors[1:],
+                pose_conditions[:1],
+                pose_conditions[1:],
                 settings,
                 cache_dir=cache_dir,
                 cache_identity=identity,
@@ -342,10 +367,16 @@ class PoseAnimatePipeline(DiffusionPipeline):
             )
             if accelerate_state is not None and not accelerate_state.is_main_process:
                 return None
-            counter = EvaluationCounter(stages=("generation",))
             denoiser = ControlledDenoiser(self.components_view(), counter, settings.controlnet_conditioning_scale)
             schedule = DDIMSchedule.from_scheduler(self.scheduler, settings.num_inference_steps)
-            with counter.stage("generation"), clock.stage("generation"):
+
+            def on_step(step: int, timestep: int, latents: torch.Tensor) -> torch.Tensor | None:
+                if callback_on_step_end is None:
+                    return None
+                returned = callback_on_step_end(self, step, timestep, {"latents": latents})
+                return (returned or {}).get("latents")
+
+            with counter.stage("generation"):
                 latents = generate_latents(
                     denoiser,
                     schedule,
@@ -356,7 +387,8 @@ class PoseAnimatePipeline(DiffusionPipeline):
                     decoupling=decoupling,
                     window=window,
                     show_progress=show_progress,
-                    callback=callback_on_step_end,
+                    on_step=on_step,
+                    interrupted=lambda: self.interrupt,
                 )
             if not torch.isfinite(latents).all():
                 raise ZeroshotError(
@@ -366,29 +398,35 @@ class PoseAnimatePipeline(DiffusionPipeline):
             error = float((latents[0] - pacm.latents[0]).norm() / pacm.latents[0].norm())
             reconstruction = {"frame0_latent_relative_error": error}
             if output_type == "np":
-                with clock.stage("decode"):
-                    frames = self.decode_latents(latents, window, show_progress)
-                    round_trip = self.decode_latents(pacm.latents[:1], 1, show_progress=False)[0]
+                with counter.stage("decode"):
+                    frames = decode_latents(self.vae, latents, window, show_progress=show_progress)
+                    round_trip = decode_latents(self.vae, pacm.latents[:1])[0]
                 reconstruction["frame0_psnr_vs_vae_round_trip"] = psnr(frames[0], round_trip)
-                reconstruction["frame0_psnr_vs_source"] = psnr(frames[0], np.asarray(source))
-        report = self._report(
-            settings=settings,
-            prompt=prompt,
-            subject=subject,
-            negative_prompt=negative_prompt,
-            size=(width, height),
-            lambdas=lambdas,
-            decoupling=decoupling,
-            window=window,
-            mask=mask_origin if decoupling is not None else None,
+                reconstruction["frame0_psnr_vs_source"] = psnr(frames[0], pixels)
+        stages = {**counter.to_dict(), **pacm.stats_dict()}
+        if output_type != "np":
+            del stages["decode"]
+        if decoupling is None:
+            del stages["mask"]
+        report = _report(
+            settings={
+                "prompt": prompt,
+                "subject": subject,
+                "negative_prompt": negative_prompt,
+                "size": [width, height],
+                "lambdas": list(lambdas),
+                "decoupling": decoupling,
+                "window": window,
+                "mask": mask_origin if decoupling is not None else None,
+                "pacm": asdict(settings),
+            },
+            stages=stages,
             num_frames=len(pose_images),
             num_transition=num_transition,
-            clock=clock,
-            pacm_stats=pacm.stats_dict(),
-            generation_stats=counter.to_dict()["generation"],
             peak_memory=memory.peak_bytes,
             device=device,
             reconstruction=reconstruction,
+            interrupted=self.interrupt,
         )
         return PoseAnimateOutput(frames, frame_poses, pose_images, num_transition, report)
 
@@ -408,10 +446,10 @@ class PoseAnimatePipeline(DiffusionPipeline):
             raise ZeroshotError(f"The size must be positive multiples of 8, got {width}x{height}.")
         if window < 1:
             raise ZeroshotError(f"The window must be at least 1 frame, got {window}.")
-        if len(lambdas) != 3 or min(lambdas) < 0 or abs(sum(lambdas) - 1) > 1e-6:
-            raise ZeroshotError(f"The lambdas must be three non-negative weights that sum to 1, got {lambdas}.")
-        if decoupling is not None and decoupling not in DECOUPLING_MODES:
-            raise ZeroshotError(f"Decoupling must be one of {DECOUPLING_MODES} or off, got {decoupling!r}.")
+        try:  # the processor validates its own settings; the user hears of them before any work starts
+            DualConsistencyAttnProcessor(lambdas=lambdas, decoupling=decoupling or "exclusive")
+        except ValueError as error:
+            raise ZeroshotError(str(error)) from error
         if mask_method not in MASK_METHODS:
             raise ZeroshotError(f"The mask method must be one of {MASK_METHODS}, got {mask_method!r}.")
         if output_type not in ("np", "latent"):
@@ -429,44 +467,40 @@ class PoseAnimatePipeline(DiffusionPipeline):
             )
         return found
 
-    @staticmethod
-    def _report(
-        *,
-        settings: PACMSettings,
-        clock: _StageClock,
-        pacm_stats: dict,
-        generation_stats: dict,
-        peak_memory: int,
-        device: torch.device,
-        num_frames: int,
-        reconstruction: dict,
-        **values: object,
-    ) -> dict:
-        stages = {name: {"seconds": seconds} for name, seconds in clock.seconds.items() if name != "generation"}
-        stages.update(pacm_stats)
-        stages["generation"] = generation_stats
-        forward = sum(stage.get("forward", 0) for stage in stages.values())
-        backward = sum(stage.get("backward", 0) for stage in stages.values())
-        return {
-            "settings": {**values, "pacm": asdict(settings)},
-            "device": str(device),
-            "frames": num_frames,
-            "stages": stages,
-            "unet_evaluations": {
-                "forward": forward,
-                "backward": backward,
-                "forward_per_frame": forward / num_frames,
-                "backward_per_frame": backward / num_frames,
-                "per_stage_per_frame": {
-                    name: {
-                        "forward": stage.get("forward", 0) / num_frames,
-                        "backward": stage.get("backward", 0) / num_frames,
-                    }
-                    for name, stage in stages.items()
-                    if "forward" in stage
-                },
-            },
-            "total_seconds": sum(stage["seconds"] for stage in stages.values()),
-            "peak_memory_bytes": peak_memory,
-            "reconstruction": reconstruction,
-        }
+
+def _report(
+    *,
+    settings: dict,
+    stages: dict[str, dict],
+    num_frames: int,
+    num_transition: int,
+    peak_memory: int,
+    device: torch.device,
+    reconstruction: dict,
+    interrupted: bool,
+) -> dict:
+    """The run's report: settings, per-stage time and UNet evaluations (in all and per frame), peak memory."""
+    forward = sum(stage["forward"] for stage in stages.values())
+    backward = sum(stage["backward"] for stage in stages.values())
+    per_stage = {
+        name: {"forward": stages[name]["forward"] / num_frames, "backward": stages[name]["backward"] / num_frames}
+        for name in UNET_STAGES
+    }
+    return {
+        "settings": settings,
+        "device": str(device),
+        "frames": num_frames,
+        "transition_frames": num_transition,
+        "stages": stages,
+        "unet_evaluations": {
+            "forward": forward,
+            "backward": backward,
+            "forward_per_frame": forward / num_frames,
+            "backward_per_frame": backward / num_frames,
+            "per_stage_per_frame": per_stage,
+        },
+        "total_seconds": sum(stage["seconds"] for stage in stages.values()),
+        "peak_memory_bytes": peak_memory,
+        "reconstruction": reconstruction,
+        "interrupted": interrupted,
+    }

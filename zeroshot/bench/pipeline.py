@@ -30,13 +30,11 @@ from PIL import Image
 from ..atomic import write_json
 from ..errors import ZeroshotError
 from ..loading import resolve_device, resolve_dtype
-from ..masks import character_mask
 from ..pacm import PACM_MODES, PACMSettings
-from ..poseanimate import PoseAnimatePipeline
+from ..poseanimate import PoseAnimatePipeline, prepare_source
 from ..poses import PoseSequence, detect_source_pose
 from ..poses.skeleton import JOINT_NAMES
 from ..testing import astronaut, build_random_components
-from ..video import Fit, fit_image
 from . import describe_device, format_table
 
 logger = logging.getLogger(__name__)
@@ -241,24 +239,20 @@ def _animate(
 ) -> None:
     """One run of the pipeline; with `steps == args.steps` its figures are added to `run`.
 
-    The source pose and mask are found here, as the pipeline would find them, and handed to it: mediapipe's memory
-    then stays out of the pipeline's peak (on the CPU, where the peak is the growth of resident memory, it would
-    swamp the models' at small sizes). Their time is added to the `poses` and `mask` stages.
+    The source pose and mask are found here with [`prepare_source`], as the pipeline would find them, and handed to
+    it: mediapipe's memory then stays out of the pipeline's peak (on the CPU, where the peak is the growth of resident
+    memory, it would swamp the models' at small sizes). Their time is added to the `poses` stage.
     """
     device = pipe.unet.device
     start = time.perf_counter()
-    fit = Fit.between(image.size, args.size, args.size)
-    source_pose = detect_source_pose(image, name="astronaut").fitted(fit)
-    detection = time.perf_counter() - start
-    mask = character_mask(image, "selfie")
-    source_mask = np.asarray(fit_image(Image.fromarray(mask), args.size, args.size, Image.NEAREST))
-    segmentation = time.perf_counter() - start - detection
+    source = prepare_source(image, args.size, args.size, mask="selfie")
+    preparation = time.perf_counter() - start
     _release_memory(device)
     final: dict[str, torch.Tensor] = {}
 
-    def keep_final_latents(step: int, timestep: int, latents: torch.Tensor) -> None:
+    def keep_final_latents(pipe: PoseAnimatePipeline, step: int, timestep: int, tensors: dict) -> None:
         if step == steps - 1:
-            final["latents"] = latents.clone()
+            final["latents"] = tensors["latents"].clone()
 
     call_start = time.perf_counter()
     try:
@@ -272,8 +266,7 @@ def _animate(
             pacm_settings=PACMSettings(mode=run.mode, num_inference_steps=steps),
             window=run.window,
             transition_frames=0,
-            source_pose=source_pose,
-            source_mask=source_mask,
+            source=source,
             show_progress=sys.stderr.isatty(),
             callback_on_step_end=keep_final_latents,
         )
@@ -283,12 +276,11 @@ def _animate(
         logger.warning("%s at window %d ran out of GPU memory; the other runs go on.", run.mode, run.window)
         _release_memory(device)
         return
-    seconds = detection + segmentation + time.perf_counter() - call_start
+    seconds = preparation + time.perf_counter() - call_start
     if steps != args.steps:
         return
     stages = {stage: output.report["stages"][stage]["seconds"] for stage in STAGES}
-    stages["poses"] += detection
-    stages["mask"] += segmentation
+    stages["poses"] += preparation
     run.stage_rounds.append(stages)
     run.seconds.append(seconds)
     run.reports.append(output.report)
