@@ -70,7 +70,7 @@ def test_frames_windows_and_report(pipe, wave):
 
 def _pacm_inputs(components, pose_images):
     from zeroshot.imaging import encode_latents, to_condition_tensor, to_model_tensor
-    from zeroshot.pacm import encode_prompt
+    from zeroshot.prompts import encode_prompt
 
     source = prepare_source(load_image(IMAGE), SIZE, SIZE, mask=None)
     latent = encode_latents(components.vae, to_model_tensor(np.asarray(source.image)))

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from zeroshot.errors import ZeroshotError
-from zeroshot.pacm import STAGES, PACMSettings, encode_prompt, run_pacm
+from zeroshot.pacm import STAGES, PACMSettings, run_pacm
+from zeroshot.prompts import encode_prompt
 
 STEPS, FRAMES = 6, 4
 # No early stop, so every frame costs exactly 2 * STEPS forward and STEPS backward evaluations.

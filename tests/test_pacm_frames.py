@@ -10,11 +10,10 @@ from zeroshot.pacm import (
     ControlledDenoiser,
     DDIMSchedule,
     PACMSettings,
-    encode_prompt,
     run_pacm,
-    subject_token_indices,
 )
 from zeroshot.pacm.optimization import optimize_step
+from zeroshot.prompts import encode_prompt, subject_token_indices
 from zeroshot.testing import build_tokenizer
 
 

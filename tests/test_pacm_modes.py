@@ -5,7 +5,8 @@ import dataclasses
 import pytest
 import torch
 
-from zeroshot.pacm import PACMSettings, encode_prompt, reconstruct_source, relative_error, run_pacm
+from zeroshot.pacm import PACMSettings, reconstruct_source, relative_error, run_pacm
+from zeroshot.prompts import encode_prompt
 
 T, F, INNER = 8, 2, 2
 MODES = {

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler
 
-from zeroshot.pacm import DDIMSchedule, PACMSettings, encode_prompt, run_pacm
+from zeroshot.pacm import DDIMSchedule, PACMSettings, run_pacm
+from zeroshot.prompts import encode_prompt
 from zeroshot.testing import astronaut, build_random_components
 
 STEPS = 20

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from zeroshot.pacm import PACMSettings, encode_prompt, input_identity, run_pacm
+from zeroshot.pacm import PACMSettings, input_identity, run_pacm
+from zeroshot.prompts import encode_prompt
 from zeroshot.testing import build_random_components
 
 FRAMES = 3

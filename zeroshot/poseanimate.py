@@ -38,13 +38,13 @@ from .pacm import (
     DDIMSchedule,
     EvaluationCounter,
     PACMSettings,
-    encode_prompt,
     input_identity,
     run_pacm,
     weights_fingerprint,
 )
 from .pacm.denoiser import ControlledDenoiser
 from .poses import PoseSequence, RenderedPoses, detect_source_pose, pose_alignment_transition
+from .prompts import encode_prompt
 from .video import Fit, fit_image
 
 #: The prompt used when none is given; its subject word is "person".

@@ -22,7 +22,6 @@ from ..pacm import (
     EvaluationCounter,
     PACMResult,
     PACMSettings,
-    encode_prompt,
     reconstruct_source,
     relative_error,
     run_pacm,
@@ -30,6 +29,7 @@ from ..pacm import (
 from ..pacm.frames import frame_conditioning
 from ..pacm.masks import subject_attention_recording
 from ..pacm.source import SourceConditioning
+from ..prompts import encode_prompt
 from ..testing import build_random_components
 from . import compare, describe_device, format_table
 

@@ -18,7 +18,6 @@ from .counters import EvaluationCounter, StageStats
 from .ddim import DDIMSchedule, guided_noise
 from .denoiser import ControlledDenoiser
 from .progress import PACMProgress
-from .prompt import PromptEmbeddings, encode_prompt, subject_token_indices
 from .reconstruction import reconstruct_source, relative_error
 from .run import PACMResult, run_pacm
 from .settings import PACM_MODES, STAGES, PACMSettings
@@ -34,11 +33,9 @@ __all__ = [
     "PACMProgress",
     "PACMResult",
     "PACMSettings",
-    "PromptEmbeddings",
     "StageStats",
     "add_pacm_arguments",
     "default_cache_dir",
-    "encode_prompt",
     "guided_noise",
     "input_identity",
     "model_fingerprint",
@@ -47,6 +44,5 @@ __all__ = [
     "reconstruct_source",
     "relative_error",
     "run_pacm",
-    "subject_token_indices",
     "weights_fingerprint",
 ]

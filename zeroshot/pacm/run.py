@@ -12,6 +12,7 @@ from accelerate import PartialState
 
 from ..components import ModelComponents
 from ..errors import ZeroshotError
+from ..prompts import PromptEmbeddings
 from .cache import PACMCache, cache_key, model_fingerprint
 from .counters import EvaluationCounter, StageStats
 from .ddim import DDIMSchedule
@@ -20,7 +21,6 @@ from .frames import FrameConditioning, frame_conditioning
 from .inversion import ddim_inversion
 from .masks import character_masks, subject_attention_recording
 from .progress import PACMProgress, ProgressReporter
-from .prompt import PromptEmbeddings
 from .settings import PACMSettings
 from .sharding import FrameSharding
 from .source import SourceConditioning, source_conditioning
@@ -138,7 +138,8 @@ def run_pacm(
     Example:
 
     ```py
-    >>> from zeroshot.pacm import PACMSettings, encode_prompt, run_pacm
+    >>> from zeroshot.pacm import PACMSettings, run_pacm
+    >>> from zeroshot.prompts import encode_prompt
     >>> prompt = encode_prompt(components, "a photo of an astronaut", subject="astronaut")
     >>> latent = components.vae.encode(image * 2 - 1).latent_dist.mean * components.vae.config.scaling_factor
     >>> result = run_pacm(components, latent, prompt, source_pose, target_poses, PACMSettings(), cache_dir="cache")

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ..prompts import PromptEmbeddings
 from .ddim import DDIMSchedule, guided_noise
 from .denoiser import ControlledDenoiser
 from .finite import ensure_finite
 from .optimization import optimize_step
-from .prompt import PromptEmbeddings
 from .settings import PACMSettings
 
 

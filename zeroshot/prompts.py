@@ -1,14 +1,14 @@
-"""Text embeddings of the prompt for PACM, and where the subject word sits among the prompt's tokens."""
+"""Text embeddings of prompts, as Stable Diffusion computes them, and where a subject word sits among the tokens."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import CLIPTextModel, PreTrainedTokenizerBase
 
-from ..components import ModelComponents
-from ..errors import ZeroshotError
+from .components import ModelComponents
+from .errors import ZeroshotError
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,16 @@ def subject_token_indices(tokenizer: PreTrainedTokenizerBase, prompt: str, subje
 
 
 @torch.no_grad()
+def encode_texts(tokenizer: PreTrainedTokenizerBase, text_encoder: CLIPTextModel, texts: list[str]) -> torch.Tensor:
+    """Stable Diffusion's text conditioning: the text encoder's last hidden state of each text, padded (and
+    truncated) to the tokenizer's maximum length; float32 `[len(texts), L, D]` on the text encoder's device."""
+    ids = tokenizer(
+        texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+    return text_encoder(ids.to(text_encoder.device))[0].float()
+
+
+@torch.no_grad()
 def encode_prompt(
     components: ModelComponents, prompt: str, *, subject: str | None = None, negative_prompt: str = ""
 ) -> PromptEmbeddings:
@@ -99,14 +109,6 @@ def encode_prompt(
     (torch.Size([77, 32]), (5,))
     ```
     """
-    tokenizer = components.tokenizer
-    ids = tokenizer(
-        [prompt, negative_prompt],
-        padding="max_length",
-        max_length=tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids.to(components.text_encoder.device)
-    conditional, unconditional = components.text_encoder(ids)[0].float()
-    indices = subject_token_indices(tokenizer, prompt, subject) if subject is not None else ()
+    conditional, unconditional = encode_texts(components.tokenizer, components.text_encoder, [prompt, negative_prompt])
+    indices = subject_token_indices(components.tokenizer, prompt, subject) if subject is not None else ()
     return PromptEmbeddings(conditional=conditional, unconditional=unconditional, subject_token_indices=indices)
