@@ -32,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("video", help="the video to extract poses from (any format ffmpeg reads, or a GIF)")
     parser.add_argument(
+        "--out",
         "-o",
-        "--output",
         required=True,
         help="a .json file (all frames, with canvas size and frame rate), or a folder path without a suffix (one "
         "OpenPose file per frame)",
@@ -64,18 +64,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise ZeroshotError(f"--smooth must be 0 (off) or a positive number of frames, got {args.smooth}.")
     if args.max_frames is not None and args.max_frames < 1:
         raise ZeroshotError(f"--max-frames must be at least 1, got {args.max_frames}.")
-    check_openpose_output_path(args.output)
+    check_openpose_output_path(args.out)
     if args.render:
         check_output_path(args.render)
     with make_detector(
         args.detector, args.weights, video=True, hands=args.hands, face=args.face, device=args.device
     ) as detector:
         extraction = extract_video_poses(
-            args.video, detector, smoothing=args.smooth, max_frames=args.max_frames, progress=not args.quiet
+            args.video, detector, smoothing=args.smooth, max_frames=args.max_frames, show_progress=not args.quiet
         )
-    write_openpose_json(extraction.poses, args.output)
+    write_openpose_json(extraction.poses, args.out)
     print(f"{args.video}: {extraction.summary()}")
-    print(f"wrote {args.output}")
+    print(f"wrote {args.out}")
     if args.render:
         write_pose_images(extraction.poses, args.render)
         print(f"wrote {args.render}")

@@ -62,7 +62,7 @@ def test_script_extracts_the_real_video_to_openpose_json(tmp_path, carphone):
     poses = read_openpose_json(output)
     assert len(poses) == 120 and poses.size == (176, 144) and poses.fps == pytest.approx(29.97)
 
-    extraction = extract_poses(carphone, progress=False)  # the same detector in this process
+    extraction = extract_poses(carphone, show_progress=False)  # the same detector in this process
     assert extraction.detected.mean() >= 0.9
     np.testing.assert_allclose(poses.body, extraction.poses.body, atol=1e-9)
     # Head and shoulders of a man talking: those joints in nearly every frame, nothing below the chest.
@@ -78,7 +78,7 @@ def test_frames_without_a_person_are_filled_and_counted(carphone):
     frames = carphone.frames.copy()
     frames[:3] = 128  # no one at the start
     frames[60:62] = 0  # nor for two frames in the middle
-    extraction = extract_poses(frames, fps=carphone.fps, progress=False)
+    extraction = extract_poses(frames, fps=carphone.fps, show_progress=False)
     np.testing.assert_array_equal(np.flatnonzero(~extraction.detected), [0, 1, 2, 60, 61])
     assert extraction.num_filled == 5 and "a person found in 115 (95.8%), 5 filled" in extraction.summary()
     body = extraction.poses.body
@@ -195,5 +195,5 @@ def test_script_failure_from_a_shell_has_no_traceback(tmp_path):
 
 
 def test_extract_video_poses_keeps_the_frame_rate():
-    extraction = extract_video_poses(sample_video_path(), max_frames=10, progress=False)
+    extraction = extract_video_poses(sample_video_path(), max_frames=10, show_progress=False)
     assert len(extraction.poses) == 10 and extraction.poses.fps == pytest.approx(29.97)

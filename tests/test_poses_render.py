@@ -71,6 +71,9 @@ def test_astronaut_pose_is_found_and_drawn_with_the_joints_it_shows():
     # The face is above the shoulders, and her right side is on the left of the picture.
     assert pixels[JOINT["nose"], 1] < pixels[JOINT["neck"], 1] < pixels[JOINT["right_shoulder"], 1] + 40
     assert pixels[JOINT["right_shoulder"], 0] < pixels[JOINT["neck"], 0] < pixels[JOINT["left_shoulder"], 0]
+    # Eyes and ears too: the ControlNet reads a swapped pair as the head turned the other way.
+    assert pixels[JOINT["right_ear"], 0] < pixels[JOINT["right_eye"], 0] < pixels[JOINT["nose"], 0]
+    assert pixels[JOINT["nose"], 0] < pixels[JOINT["left_eye"], 0] < pixels[JOINT["left_ear"], 0]
     assert 180 < pixels[JOINT["nose"], 0] < 300 and 80 < pixels[JOINT["nose"], 1] < 180
 
     image = pose.render()[0]

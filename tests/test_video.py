@@ -1,6 +1,7 @@
 """Video and image I/O: round trips, a real video, errors, and outputs that appear only once complete."""
 
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -51,20 +52,26 @@ def test_reads_a_real_video():
 
 
 def test_interrupted_write_leaves_nothing_that_looks_complete(tmp_path):
+    """A signal arrives while ffmpeg is encoding (as Ctrl-C would): no file is left at the target, nor any staging
+    file."""
+
     class Interrupted(Exception):
         pass
 
-    class FramesThatFail:
-        """Frames whose 4th element cannot be had, as when generation dies mid-way."""
+    def interrupt(signum, frame):
+        raise Interrupted
 
-        def __init__(self, frames):
-            self.frames = frames
-
-        def __array__(self, dtype=None, copy=None):
-            raise Interrupted
-
-    with pytest.raises(Interrupted):
-        write_video(FramesThatFail(_smooth_frames()), tmp_path / "out.mp4", fps=10)
+    frames = np.random.default_rng(0).integers(0, 255, (1500, 96, 128, 3), dtype=np.uint8)  # noise: slow to encode
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(Exception) as raised:  # imageio-ffmpeg may wrap the interruption in an OSError
+            write_video(frames, tmp_path / "out.mp4", fps=10)
+        chain = [raised.value, raised.value.__cause__, raised.value.__context__]
+        assert any(isinstance(error, Interrupted) for error in chain)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
     assert os.listdir(tmp_path) == []
 
 
@@ -119,3 +126,24 @@ def test_identical_consecutive_frames_are_all_kept(tmp_path):
     frames[2] = frames[3] = frames[1]
     for name in ("clip.gif", "clip.mp4"):
         assert len(read_video(write_video(frames, tmp_path / name, fps=8))) == 5, name
+
+
+def test_odd_frame_sizes_still_make_an_mp4(tmp_path):
+    """H.264 needs even sizes: a finished video of odd size is padded by its edge rather than lost."""
+    frames = _smooth_frames(count=3, height=47, width=63)
+    video = read_video(write_video(frames, tmp_path / "odd.mp4", fps=8))
+    assert video.frames.shape == (3, 48, 64, 3)
+    assert np.abs(video.frames[:, :47, :63].astype(float) - frames).mean() < 6.0
+    assert read_video(write_video(frames, tmp_path / "odd.gif", fps=8)).frames.shape == (3, 47, 63, 3)
+
+
+def test_photos_are_turned_upright_by_their_exif_orientation(tmp_path):
+    """A phone stores a portrait photo as landscape pixels with orientation 6 (rotate 90 degrees clockwise)."""
+    upright = _smooth_frames(count=1, height=40, width=24)[0]
+    stored = Image.fromarray(np.rot90(upright, k=1).copy())  # what the camera wrote: turned left
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    loaded = np.asarray(load_image(tmp_path / "phone.jpg"))
+    assert loaded.shape == upright.shape
+    assert np.abs(loaded.astype(float) - upright).mean() < 8.0

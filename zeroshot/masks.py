@@ -25,7 +25,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ZeroshotError
 from .poses.detectors import check_rgb_image, import_mediapipe_solution, quiet_native_stderr
@@ -107,7 +107,8 @@ def load_mask(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
     """
     path = Path(path)
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened)  # as zeroshot.video.load_image turns the photo
             if image.mode in ("RGBA", "LA", "PA") and image.getchannel("A").getextrema()[0] < 255:
                 values = np.asarray(image.getchannel("A"))
             else:

@@ -8,6 +8,7 @@ leaves a file or folder that looks finished.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -15,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .atomic import staged_file, staged_folder
 from .errors import ZeroshotError
+
+logger = logging.getLogger(__name__)
 
 #: Suffixes read as videos by [`read_video`].
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".gif")
@@ -48,7 +51,7 @@ class Video:
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
-    """Opens an image file as RGB.
+    """Opens an image file as RGB, turned upright as its EXIF orientation says.
 
     Raises:
         [`~zeroshot.errors.ZeroshotError`]: the file is missing or is not an image Pillow can read.
@@ -58,7 +61,8 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         raise ZeroshotError(f"Image {str(path)!r} does not exist.")
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            # Phones store photos sideways with an EXIF orientation tag; show them the right way up.
+            return ImageOps.exif_transpose(image).convert("RGB")
     except (UnidentifiedImageError, OSError) as error:
         raise ZeroshotError(f"{str(path)!r} is not an image that can be read (PNG, JPEG, ...): {error}") from error
 
@@ -271,7 +275,10 @@ def _write_with_ffmpeg(frames: np.ndarray, path: Path, fps: float, kind: str) ->
     height, width = frames.shape[1:3]
     if kind == "mp4":
         if height % 2 or width % 2:
-            raise ValueError(f"H.264 needs even frame sizes, got {width}x{height}.")
+            # H.264 in 4:2:0 needs even sizes: rather than lose a finished video, repeat the last row or column.
+            logger.warning("Frames of %dx%d: the .mp4 gets a row or column copied from the edge.", width, height)
+            frames = np.pad(frames, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+            height, width = frames.shape[1:3]
         options = {"codec": "libx264", "quality": 8, "output_params": ["-y"]}
     else:
         palette = "split[a][b];[a]palettegen=stats_mode=single[p];[b][p]paletteuse=new=1:dither=none"

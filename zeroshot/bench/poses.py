@@ -35,7 +35,7 @@ def main(args: argparse.Namespace) -> None:
     def extraction(video_mode: bool):
         def run() -> None:
             with MediapipePoseDetector(video=video_mode) as detector:
-                found[video_mode] = extract_poses(video, detector, progress=False).detected.mean()
+                found[video_mode] = extract_poses(video, detector, show_progress=False).detected.mean()
 
         return run
 
@@ -63,7 +63,7 @@ def main(args: argparse.Namespace) -> None:
     print(format_table(["step", "ms"], [(name, 1000 * m.seconds) for name, m in timings.items()]))
 
     source = detect_source_pose(photo)
-    target = extract_poses(video, progress=False).poses
+    target = extract_poses(video, show_progress=False).poses
     result = pose_alignment_transition(source, target)
     timings = compare(
         {

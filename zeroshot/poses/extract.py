@@ -89,7 +89,7 @@ def extract_poses(
     *,
     fps: float | None = None,
     smoothing: float = 0.0,
-    progress: bool = True,
+    show_progress: bool = True,
     source: str | None = None,
 ) -> PoseExtraction:
     """Detects a pose in every frame, fills frames without a person from their neighbours, and optionally smooths.
@@ -101,7 +101,7 @@ def extract_poses(
         fps (`float`, *optional*): frame rate, kept in the poses (taken from a `Video` when not given).
         smoothing (`float`, *optional*, defaults to 0): standard deviation in frames of a Gaussian smoothing of the
             keypoints over time (see [`smooth_poses`]); 0 keeps the detections as they are.
-        progress (`bool`, *optional*, defaults to `True`): show a progress bar.
+        show_progress (`bool`, *optional*, defaults to `True`): show a progress bar.
         source (`str`, *optional*): the video's name, for messages.
 
     Raises:
@@ -115,7 +115,7 @@ def extract_poses(
     own_detector = detector is None
     detector = MediapipePoseDetector(video=True) if own_detector else detector
     try:
-        detections = [detector(frame) for frame in tqdm(frames, desc="poses", unit="frame", disable=not progress)]
+        detections = [detector(frame) for frame in tqdm(frames, desc="poses", unit="frame", disable=not show_progress)]
     finally:
         if own_detector:
             detector.close()
@@ -139,7 +139,7 @@ def extract_video_poses(
     *,
     smoothing: float = 0.0,
     max_frames: int | None = None,
-    progress: bool = True,
+    show_progress: bool = True,
 ) -> PoseExtraction:
     """Reads a video and extracts its poses with [`extract_poses`]; the video's frame rate is kept.
 
@@ -156,7 +156,7 @@ def extract_video_poses(
         [`~zeroshot.errors.ZeroshotError`]: the video cannot be read, holds no frames, or has no person in it.
     """
     video = read_video(path, max_frames=max_frames)
-    return extract_poses(video, detector, smoothing=smoothing, progress=progress, source=str(path))
+    return extract_poses(video, detector, smoothing=smoothing, show_progress=show_progress, source=str(path))
 
 
 def fill_missing_frames(poses: PoseSequence, missing: np.ndarray | None = None) -> PoseSequence:

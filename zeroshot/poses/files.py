@@ -27,7 +27,7 @@ def load_poses(
     size: tuple[int, int] | None = None,
     detector: PoseDetector | None = None,
     smoothing: float = 0.0,
-    progress: bool = True,
+    show_progress: bool = True,
 ) -> Poses:
     """Loads a pose sequence from whatever `path` is.
 
@@ -43,7 +43,7 @@ def load_poses(
         size (`tuple[int, int]`, *optional*): `(width, height)` of the canvas of JSON keypoints that do not say it.
         detector (*optional*, defaults to mediapipe): the detector for videos and photos (see [`make_detector`]).
         smoothing (`float`, *optional*, defaults to 0): temporal smoothing of extracted poses, in frames.
-        progress (`bool`, *optional*, defaults to `True`): show a progress bar while extracting.
+        show_progress (`bool`, *optional*, defaults to `True`): show a progress bar while extracting.
 
     Returns:
         [`PoseSequence`] or [`RenderedPoses`]: keypoints, or images without keypoints (which cannot be aligned).
@@ -79,7 +79,7 @@ def load_poses(
         if looks_rendered(video.frames):
             logger.info("%s shows rendered poses; using its frames as they are.", path)
             return RenderedPoses(video.frames, video.fps, str(path))
-        return extract_poses(video, detector, smoothing=smoothing, progress=progress, source=str(path)).poses
+        return extract_poses(video, detector, smoothing=smoothing, show_progress=show_progress, source=str(path)).poses
     if suffix in IMAGE_SUFFIXES:
         image = np.asarray(load_image(path))
         if looks_rendered(image[None]):
