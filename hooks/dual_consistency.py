@@ -15,6 +15,11 @@ whose dot product is 0 for same-region pairs and a large negative logit otherwis
 not six, and no `[queries, keys]` mask is ever built. Soft masks blend a character and a background attention
 (keys weighted by the mask inside the softmax); `"literal"` is the paper's form, keys and values multiplied by the
 mask, blended by the query frame's mask.
+
+Nothing that is the same for every layer of a UNet call is computed per layer: the call's pairs come from a
+[`~hooks.frame_plan.FramePlan`] built once per batch layout, the masks on each token grid from the state (once per
+step and grid), and the per-pair region tensors once per call and grid. A layer call then never copies data between
+host and device, which on a GPU would make the host wait and leave the device idle.
 """
 
 from __future__ import annotations
@@ -28,43 +33,52 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 
-from .grid import is_hard, resize_masks, token_grid
+from .frame_plan import FramePlan, build_plan
 from .projection import finish, project
-from .state import CrossFrameState, FrameLayout
+from .state import CrossFrameState, FrameLayout, GridMasks
 
 Decoupling = Literal["exclusive", "literal"]
 DECOUPLINGS: tuple[str, ...] = ("exclusive", "literal")
 
 #: Logit added to a query-key pair of different regions under hard exclusive decoupling: exp(-1000) is 0 in float32.
 _REGION_PENALTY = 1000.0
+#: Plans kept per processor (one per batch layout: a window, at every step); the oldest goes first beyond this.
+_MAX_PLANS = 256
 
 
-@dataclass
-class _Plan:
-    """The (query row, source row, weight) triples of one call; rows index the batch and the key bank."""
-
-    query_rows: list[int]
-    source_rows: list[int]
-    weights: list[float]
-    query_frames: list[int]
-    source_frames: list[int]
-
-
-@dataclass
-class _Regions:
-    """Masks of one call on a layer's token grid, per (query frame, source frame) pair.
+@dataclass(frozen=True, eq=False)
+class _HardRegions:
+    """Region features of hard exclusive decoupling, per pair, before scaling (see [`_exclusive_hard`]).
 
     Args:
-        query_masks (`torch.Tensor`): `[pairs, tokens]`, the query frame's mask.
-        source_masks (`torch.Tensor`): `[pairs, tokens]`, the source frame's mask.
-        decoupled (`torch.Tensor`): `[pairs]` bool, False for frame 0's pairs (plain self-attention).
-        hard (`bool`): whether every mask holds only 0 and 1.
+        query_features (`torch.Tensor`): `[pairs, tokens, 2]`, `-(m_q·has_character, (1 - m_q)·has_background)`,
+            zero for pairs that are not decoupled.
+        key_features (`torch.Tensor`): `[pairs, tokens, 2]`, `(1 - m_k, m_k)`.
     """
 
-    query_masks: torch.Tensor
-    source_masks: torch.Tensor
-    decoupled: torch.Tensor
-    hard: bool
+    query_features: torch.Tensor
+    key_features: torch.Tensor
+
+
+@dataclass(frozen=True, eq=False)
+class _TwoRegions:
+    """A character and a background attention per pair (soft masks, or the literal form); see [`_two_regions`].
+
+    Args:
+        query_rows (`torch.Tensor`): `[2 * pairs]`, the plan's query rows twice (character, then background).
+        source_rows (`torch.Tensor`): `[2 * pairs]`, the plan's source rows twice.
+        key_weights (`torch.Tensor`): `[2 * pairs, tokens]`, the source mask and its complement (all ones for pairs
+            that are not decoupled, whose two halves then sum to plain attention).
+        blend (`torch.Tensor`): `[2 * pairs, tokens]`, the query mask and its complement, times the pair's weight.
+        bias (`torch.Tensor`, *optional*): `[2 * pairs, 1, 1, tokens]`, `log(key_weights)` (0 for a region with no
+            key) for `"exclusive"`; `None` for `"literal"`, which multiplies keys and values by `key_weights`.
+    """
+
+    query_rows: torch.Tensor
+    source_rows: torch.Tensor
+    key_weights: torch.Tensor
+    blend: torch.Tensor
+    bias: torch.Tensor | None
 
 
 class DualConsistencyAttnProcessor:
@@ -113,6 +127,8 @@ class DualConsistencyAttnProcessor:
         self.cfg_chunks = cfg_chunks
         self.state = state if state is not None else CrossFrameState()
         self.decoupling = decoupling
+        self._plans: dict[tuple, FramePlan] = {}  # (layout, lambdas, mode, device, dtype) -> plan
+        self._regions: dict[int, tuple[FramePlan, GridMasks, str, _HardRegions | _TwoRegions]] = {}  # per grid
 
     def __call__(
         self,
@@ -129,147 +145,116 @@ class DualConsistencyAttnProcessor:
                 "attn1 layers only (the default pattern UP_BLOCK_SELF_ATTENTION)."
             )
         projected = project(attn, hidden_states, None, temb)
-        layout = self.state.layout(projected.query.shape[0], self.cfg_chunks)
-        keys, values, bank_frames = self._key_bank(attn, layout, projected.key, projected.value)
-        plan = self._plan(layout, bank_frames)
-        attended = self._attend(attn, projected.query, keys, values, plan)
-        return finish(attn, attended, projected)
-
-    def _sources(self, frame: int) -> dict[int, float]:
-        """Source frame -> weight for one query frame; duplicates merged, zero weights dropped."""
-        if frame == 0:
-            return {0: 1.0}
-        sources: dict[int, float] = {}
-        for source, weight in zip((0, frame - 1, frame), self.lambdas, strict=True):
-            if weight > 0:
-                sources[source] = sources.get(source, 0.0) + weight
-        return sources
-
-    def _key_bank(
-        self, attn: Attention, layout: FrameLayout, key: torch.Tensor, value: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
-        """Keys and values of every source frame: the batch's rows, then cached frames; plus (chunk, frame) per row."""
-        bank_frames = [(chunk, frame) for chunk in range(layout.chunks) for frame in layout.frame_ids]
-        present = set(layout.frame_ids)
-        needed = {source for frame in layout.frame_ids for source in self._sources(frame)}
-        missing = sorted(needed - present)
-        if missing and self.state.mode == "batch":
-            raise ValueError(
-                f"Frames {missing} are attended to but not in the batch (frames {list(layout.frame_ids)}). In "
-                "'batch' mode every UNet call must hold frame 0 and each frame's predecessor; run long sequences "
-                "in lock-step windows with CrossFrameState(mode='windows')."
-            )
-        if self.state.mode == "windows":
-            self._remember(attn, layout, key, value)
-            if missing:
-                cached = [self.state.recall(attn, frame) for frame in missing]
-                key = torch.cat([key, *(entry[0] for entry in cached)])
-                value = torch.cat([value, *(entry[1] for entry in cached)])
-                bank_frames += [(chunk, frame) for frame in missing for chunk in range(layout.chunks)]
-        return key, value, bank_frames
-
-    def _remember(self, attn: Attention, layout: FrameLayout, key: torch.Tensor, value: torch.Tensor) -> None:
-        """Caches frame 0 and every frame whose successor is not in this call: what later windows attend to."""
-        present = set(layout.frame_ids)
-        for position, frame in enumerate(layout.frame_ids):
-            anchor = frame == 0 and self.lambdas[0] > 0
-            predecessor = frame + 1 not in present and self.lambdas[1] > 0
-            if anchor or predecessor:
-                rows = [layout.row(chunk, position) for chunk in range(layout.chunks)]
-                self.state.remember(attn, frame, key[rows], value[rows])
-
-    def _plan(self, layout: FrameLayout, bank_frames: list[tuple[int, int]]) -> _Plan:
-        bank_row = {entry: row for row, entry in enumerate(bank_frames)}
-        plan = _Plan([], [], [], [], [])
-        for chunk in range(layout.chunks):
-            for position, frame in enumerate(layout.frame_ids):
-                for source, weight in self._sources(frame).items():
-                    plan.query_rows.append(layout.row(chunk, position))
-                    plan.source_rows.append(bank_row[chunk, source])
-                    plan.weights.append(weight)
-                    plan.query_frames.append(frame)
-                    plan.source_frames.append(source)
-        return plan
-
-    def _attend(
-        self, attn: Attention, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, plan: _Plan
-    ) -> torch.Tensor:
-        device = query.device
-        query_rows = torch.tensor(plan.query_rows, device=device)
-        source_rows = torch.tensor(plan.source_rows, device=device)
-        weights = torch.tensor(plan.weights, device=device, dtype=query.dtype)
-        regions = self._regions(query, plan)
+        query = projected.query
+        plan = self._plan(self.state.layout(query.shape[0], self.cfg_chunks), query.device, query.dtype)
+        keys, values = self._key_bank(attn, plan, projected.key, projected.value)
+        regions = self._regions_of(plan, query)
+        query_rows = plan.query_rows
         if regions is None:
             attended = F.scaled_dot_product_attention(
-                query[query_rows], keys[source_rows], values[source_rows], scale=attn.scale
+                query[query_rows], keys[plan.source_rows], values[plan.source_rows], scale=attn.scale
             )
-            attended = attended * weights[:, None, None, None]
-        elif self.decoupling == "exclusive" and regions.hard:
-            attended = _exclusive_hard(attn, query, keys, values, query_rows, source_rows, regions)
-            attended = attended * weights[:, None, None, None]
+            attended = attended * plan.weights[:, None, None, None]
+        elif isinstance(regions, _HardRegions):
+            attended = _exclusive_hard(attn, query, keys, values, plan, regions)
+            attended = attended * plan.weights[:, None, None, None]
         else:
-            attended = self._two_regions(attn, query, keys, values, query_rows, source_rows, weights, regions)
-            query_rows = torch.cat([query_rows, query_rows])
-        return torch.zeros_like(query).index_add_(0, query_rows, attended)
+            attended = self._two_regions(attn, query, keys, values, regions)
+            query_rows = regions.query_rows
+        return finish(attn, torch.zeros_like(query).index_add_(0, query_rows, attended), projected)
 
-    def _regions(self, query: torch.Tensor, plan: _Plan) -> _Regions | None:
-        """Per pair: the query frame's and the source frame's masks on this layer's token grid (`None`: no masks)."""
-        masks = self.state.masks
-        if masks is None:
-            return None
-        if self.state.latent_size is None:
-            raise ValueError("Set `state.latent_size` (the UNet's latent height and width) when setting masks.")
-        if masks.ndim != 3:
-            raise ValueError(f"state.masks must be [num_frames, height, width], got shape {tuple(masks.shape)}.")
-        frames = sorted(set(plan.query_frames) | set(plan.source_frames))
-        if frames[-1] >= masks.shape[0]:
-            raise ValueError(
-                f"state.masks holds {masks.shape[0]} frames but frame {frames[-1]} is attended: give one mask per "
-                "frame of the whole sequence, indexed by global frame id."
-            )
-        selected = masks[frames].to(query.device)
-        hard = is_hard(selected)
-        grid = token_grid(query.shape[2], self.state.latent_size)
-        on_grid = resize_masks(selected, grid, hard=hard).flatten(1).to(query.dtype)  # [frames, tokens]
-        index = {frame: row for row, frame in enumerate(frames)}
-        query_masks = on_grid[torch.tensor([index[frame] for frame in plan.query_frames], device=query.device)]
-        source_masks = on_grid[torch.tensor([index[frame] for frame in plan.source_frames], device=query.device)]
-        decoupled = torch.tensor([frame != 0 for frame in plan.query_frames], device=query.device)
-        return _Regions(query_masks, source_masks, decoupled, hard)
+    def _plan(self, layout: FrameLayout, device: torch.device, dtype: torch.dtype) -> FramePlan:
+        """The call's plan, built at the first layer of the first call with this layout and reused after."""
+        key = (layout, self.lambdas, self.state.mode, device, dtype)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = build_plan(layout, self.lambdas, self.state.mode, device, dtype)
+            if len(self._plans) >= _MAX_PLANS:
+                del self._plans[next(iter(self._plans))]
+            self._plans[key] = plan
+        return plan
 
-    def _two_regions(
-        self,
-        attn: Attention,
-        query: torch.Tensor,
-        keys: torch.Tensor,
-        values: torch.Tensor,
-        query_rows: torch.Tensor,
-        source_rows: torch.Tensor,
-        weights: torch.Tensor,
-        regions: _Regions,
-    ) -> torch.Tensor:
-        """Character and background attentions for every pair, blended by the query frame's mask (six attentions).
+    def _key_bank(
+        self, attn: Attention, plan: FramePlan, key: torch.Tensor, value: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of every source frame: the batch's rows, then (in `"windows"` mode) the recalled frames.
 
-        Pairs that are not decoupled (frame 0's) get all-ones masks, which makes their two halves sum to plain
-        attention.
+        In `"windows"` mode it also caches what later calls of the step read, and drops what no later call reads.
         """
-        ones = torch.ones_like(regions.query_masks)
-        decoupled = regions.decoupled[:, None]
-        query_masks = torch.where(decoupled, regions.query_masks, ones)
-        source_masks = torch.where(decoupled, regions.source_masks, ones)
-        key_weights = torch.cat([source_masks, 1 - source_masks])  # [2 * pairs, tokens]
-        blend = torch.cat([query_masks, 1 - query_masks]) * torch.cat([weights, weights])[:, None]
-        query_rows, source_rows = torch.cat([query_rows, query_rows]), torch.cat([source_rows, source_rows])
-        key, value = keys[source_rows], values[source_rows]
-        if self.decoupling == "literal":
-            key = key * key_weights[:, None, :, None]
-            value = value * key_weights[:, None, :, None]
-            bias = None
+        if self.state.mode != "windows":
+            return key, value
+        frames = len(plan.layout.frame_ids)
+        for position, frame in plan.remembered:  # copies of the frame's rows, so the batch's keys are not kept
+            self.state.remember(attn, frame, key[position::frames].clone(), value[position::frames].clone())
+        if not plan.recalled:
+            return key, value
+        cached = [self.state.recall(attn, frame) for frame in plan.recalled]
+        for frame in plan.released:
+            self.state.forget(attn, frame)
+        return torch.cat([key, *(entry[0] for entry in cached)]), torch.cat([value, *(entry[1] for entry in cached)])
+
+    def _regions_of(self, plan: FramePlan, query: torch.Tensor) -> _HardRegions | _TwoRegions | None:
+        """The call's per-pair masks on this layer's token grid (`None`: no masks), shared by the layers of a grid."""
+        num_tokens = query.shape[2]
+        grid_masks = self.state.masks_on_grid(num_tokens, query.device, query.dtype)
+        if grid_masks is None:
+            return None
+        if plan.last_frame >= grid_masks.masks.shape[0]:
+            raise ValueError(
+                f"state.masks holds {grid_masks.masks.shape[0]} frames but frame {plan.last_frame} is attended: give "
+                "one mask per frame of the whole sequence, indexed by global frame id."
+            )
+        cached = self._regions.get(num_tokens)
+        if cached is not None and cached[0] is plan and cached[1] is grid_masks and cached[2] == self.decoupling:
+            return cached[3]
+        query_masks = grid_masks.masks[plan.query_frames]  # [pairs, tokens]
+        source_masks = grid_masks.masks[plan.source_frames]
+        if self.decoupling == "exclusive" and grid_masks.hard:
+            regions = _hard_regions(query_masks, source_masks, plan.decoupled)
         else:
+            regions = self._two_region_masks(query_masks, source_masks, plan)
+        self._regions[num_tokens] = (plan, grid_masks, self.decoupling, regions)
+        return regions
+
+    def _two_region_masks(self, query_masks: torch.Tensor, source_masks: torch.Tensor, plan: FramePlan) -> _TwoRegions:
+        ones = torch.ones_like(query_masks)
+        decoupled = plan.decoupled[:, None]
+        query_masks = torch.where(decoupled, query_masks, ones)
+        source_masks = torch.where(decoupled, source_masks, ones)
+        key_weights = torch.cat([source_masks, 1 - source_masks])
+        blend = torch.cat([query_masks, 1 - query_masks]) * torch.cat([plan.weights, plan.weights])[:, None]
+        bias = None
+        if self.decoupling == "exclusive":
             empty = key_weights.sum(dim=-1, keepdim=True) == 0
             bias = torch.where(empty, torch.zeros_like(key_weights), key_weights.log())[:, None, None, :]
-        attended = F.scaled_dot_product_attention(query[query_rows], key, value, attn_mask=bias, scale=attn.scale)
-        return attended * blend[:, None, :, None]
+        return _TwoRegions(
+            query_rows=torch.cat([plan.query_rows, plan.query_rows]),
+            source_rows=torch.cat([plan.source_rows, plan.source_rows]),
+            key_weights=key_weights,
+            blend=blend,
+            bias=bias,
+        )
+
+    def _two_regions(
+        self, attn: Attention, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, regions: _TwoRegions
+    ) -> torch.Tensor:
+        """Character and background attentions for every pair, blended by the query frame's mask (six attentions)."""
+        key, value = keys[regions.source_rows], values[regions.source_rows]
+        if self.decoupling == "literal":
+            key = key * regions.key_weights[:, None, :, None]
+            value = value * regions.key_weights[:, None, :, None]
+        attended = F.scaled_dot_product_attention(
+            query[regions.query_rows], key, value, attn_mask=regions.bias, scale=attn.scale
+        )
+        return attended * regions.blend[:, None, :, None]
+
+
+def _hard_regions(query_masks: torch.Tensor, source_masks: torch.Tensor, decoupled: torch.Tensor) -> _HardRegions:
+    has_character = (source_masks.amax(dim=-1, keepdim=True) > 0).to(query_masks.dtype)
+    has_background = (source_masks.amin(dim=-1, keepdim=True) < 1).to(query_masks.dtype)
+    active = decoupled[:, None, None].to(query_masks.dtype)
+    query_features = -active * torch.stack([query_masks * has_character, (1 - query_masks) * has_background], dim=-1)
+    return _HardRegions(query_features, torch.stack([1 - source_masks, source_masks], dim=-1))
 
 
 def _exclusive_hard(
@@ -277,9 +262,8 @@ def _exclusive_hard(
     query: torch.Tensor,
     keys: torch.Tensor,
     values: torch.Tensor,
-    query_rows: torch.Tensor,
-    source_rows: torch.Tensor,
-    regions: _Regions,
+    plan: FramePlan,
+    regions: _HardRegions,
 ) -> torch.Tensor:
     """Region-exclusive attention with hard masks, in one attention call over the pairs.
 
@@ -292,22 +276,11 @@ def _exclusive_hard(
     head_dim = query.shape[-1]
     padded = math.ceil((head_dim + 2) / 8) * 8
     strength = math.sqrt(_REGION_PENALTY / attn.scale)
-    query_masks, source_masks = regions.query_masks, regions.source_masks
-    has_character = (source_masks.amax(dim=-1, keepdim=True) > 0).to(query.dtype)
-    has_background = (source_masks.amin(dim=-1, keepdim=True) < 1).to(query.dtype)
-    active = regions.decoupled[:, None].to(query.dtype)
-    query_features = (
-        -strength
-        * active[..., None]
-        * torch.stack([query_masks * has_character, (1 - query_masks) * has_background], dim=-1)
-    )
-    key_features = strength * torch.stack([1 - source_masks, source_masks], dim=-1)
     padding = (0, padded - head_dim)
-    query_pairs = F.pad(query, padding)[query_rows]
-    key_pairs = F.pad(keys, padding)[source_rows]
-    heads = query.shape[1]
-    query_pairs[..., head_dim : head_dim + 2] = query_features[:, None].expand(-1, heads, -1, -1)
-    key_pairs[..., head_dim : head_dim + 2] = key_features[:, None].expand(-1, heads, -1, -1)
-    value_pairs = F.pad(values, padding)[source_rows]
+    query_pairs = F.pad(query, padding)[plan.query_rows]
+    key_pairs = F.pad(keys, padding)[plan.source_rows]
+    query_pairs[..., head_dim : head_dim + 2] = strength * regions.query_features[:, None]
+    key_pairs[..., head_dim : head_dim + 2] = strength * regions.key_features[:, None]
+    value_pairs = F.pad(values, padding)[plan.source_rows]
     attended = F.scaled_dot_product_attention(query_pairs, key_pairs, value_pairs, scale=attn.scale)
     return attended[..., :head_dim]

@@ -24,7 +24,8 @@ class CrossAttentionRecorder:
     them both for its output (equal to `AttnProcessor2_0`'s to float tolerance, gradients included) and for the
     record; other layers run `AttnProcessor2_0` itself. For each batch item the recorded map is the softmax mass on
     `token_indices`, averaged over heads, upsampled from the layer's grid to `latent_size`, and averaged over every
-    recorded layer and UNet call since the last [`reset`].
+    recorded layer and UNet call since the last [`reset`]. Maps are summed per grid as they come and upsampled only
+    when read (upsampling is linear), so a layer call neither resizes nor copies anything between host and device.
 
     Args:
         token_indices (`Sequence[int]`): positions in the encoder sequence (the tokenizer's ids, counting the
@@ -57,7 +58,8 @@ class CrossAttentionRecorder:
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be positive, got {max_tokens}.")
         self._stock = AttnProcessor2_0()
-        self._sum: torch.Tensor | None = None
+        self._token_index: torch.Tensor | None = None
+        self._sums: dict[tuple[int, int], torch.Tensor] = {}
         self._count = 0
 
     @property
@@ -67,7 +69,7 @@ class CrossAttentionRecorder:
 
     def reset(self) -> None:
         """Forgets everything recorded."""
-        self._sum = None
+        self._sums = {}
         self._count = 0
 
     def attention_maps(self) -> torch.Tensor:
@@ -77,12 +79,18 @@ class CrossAttentionRecorder:
             `RuntimeError`: nothing was recorded (the model did not run, or every layer has more than `max_tokens`
                 queries).
         """
-        if self._sum is None:
+        if not self._sums:
             raise RuntimeError(
                 "No cross-attention map was recorded: run the model with the recorder installed on its attn2 layers "
                 f"after reset(), and make sure some layer has at most max_tokens={self.max_tokens} queries."
             )
-        return self._sum / self._count
+        upsampled = [
+            grid_sum
+            if grid == self.latent_size
+            else F.interpolate(grid_sum[:, None], size=self.latent_size, mode="bilinear", align_corners=False)[:, 0]
+            for grid, grid_sum in self._sums.items()
+        ]
+        return torch.stack(upsampled).sum(dim=0) / self._count
 
     def __call__(
         self,
@@ -116,19 +124,21 @@ class CrossAttentionRecorder:
         return finish(attn, attended, projected)
 
     def _record(self, probabilities: torch.Tensor, num_queries: int) -> None:
-        mass = probabilities[..., self.token_indices].sum(dim=-1).mean(dim=1)  # [batch, queries]
-        grid = mass.view(mass.shape[0], 1, *token_grid(num_queries, self.latent_size))
-        if grid.shape[-2:] != self.latent_size:
-            grid = F.interpolate(grid, size=self.latent_size, mode="bilinear", align_corners=False)
-        grid = grid[:, 0]
-        if self._sum is None:
-            self._sum = torch.zeros_like(grid)
-        elif self._sum.shape != grid.shape:
+        if self._token_index is None or self._token_index.device != probabilities.device:
+            self._token_index = torch.tensor(self.token_indices, device=probabilities.device)
+        mass = probabilities.index_select(-1, self._token_index).sum(dim=-1).mean(dim=1)  # [batch, queries]
+        grid = token_grid(num_queries, self.latent_size)
+        recorded = next(iter(self._sums.values()), mass)
+        if recorded.shape[0] != mass.shape[0]:
             raise ValueError(
-                f"The batch changed from {self._sum.shape[0]} to {grid.shape[0]} items since the last reset(): "
+                f"The batch changed from {recorded.shape[0]} to {mass.shape[0]} items since the last reset(): "
                 "call reset() between runs with different batch sizes."
             )
-        self._sum += grid
+        mass = mass.view(mass.shape[0], *grid)
+        if grid in self._sums:
+            self._sums[grid] += mass
+        else:
+            self._sums[grid] = mass
         self._count += 1
 
 

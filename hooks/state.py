@@ -13,6 +13,8 @@ from typing import Literal
 
 import torch
 
+from .grid import is_hard, resize_masks, token_grid
+
 CrossFrameMode = Literal["batch", "windows"]
 MODES: tuple[str, ...] = ("batch", "windows")
 
@@ -34,6 +36,19 @@ class FrameLayout:
         return chunk * len(self.frame_ids) + position
 
 
+@dataclass(frozen=True, eq=False)
+class GridMasks:
+    """The state's masks on the token grid of one attention resolution.
+
+    Args:
+        masks (`torch.Tensor`): `[num_frames, tokens]`, indexed by global frame id, in the layer's device and dtype.
+        hard (`bool`): whether the masks hold only 0 and 1 (decided once for all frames, before resizing).
+    """
+
+    masks: torch.Tensor
+    hard: bool
+
+
 @dataclass
 class CrossFrameState:
     """What the cross-frame attention processors need to know about the current UNet call; shared by all layers.
@@ -46,19 +61,25 @@ class CrossFrameState:
             - `"batch"`: each UNet call holds every frame that its frames attend to (frame 0 and each frame's
               predecessor); nothing is cached. Suits pipelines that run the whole sequence in one batch.
             - `"windows"`: lock-step windows. Frames run in windows of any size, every window taking step `t` before
-              any window takes the next step, in frame order. The keys and values of frame 0 and of the last frame of
-              each window are cached per (step, layer), and later windows of the same step read them, so windowed
-              output equals full-batch output. Requires `frame_ids` and `step`. Only the current step is kept.
+              any window takes the next step, in frame order, each window once per step. The keys and values of frame
+              0 and of the last frame of each window are cached per (step, layer), and the next window of the same
+              step reads them, so windowed output equals full-batch output. A cached frame is dropped as soon as its
+              successor has read it, so the cache holds at most two frames per layer (frame 0 and the latest
+              window's last frame) whatever the length. Requires `frame_ids` and `step`.
         frame_ids (`Sequence[int]`, *optional*): global frame ids of the frames in each guidance chunk of the next
             UNet call, in batch order. Defaults to `0 .. frames - 1`. Frame 0 is the anchor (the source image).
         chunks (`int`, *optional*): number of classifier-free-guidance chunks in the batch (the batch is
             `[chunk 0: frames, chunk 1: frames, ...]`, as diffusers lays it out). Defaults to the processor's
             `cfg_chunks`.
         step (`int`, *optional*): index of the denoising step of the next UNet call (any value that changes from
-            step to step); keys the cache in `"windows"` mode.
+            step to step, and with every UNet evaluation of a scheduler that evaluates several per step); keys the
+            cache in `"windows"` mode.
         masks (`torch.Tensor`, *optional*): character masks `[num_frames, height, width]` indexed by global frame id
-            (1 = character, 0 = background), hard or soft, at any resolution; each layer resizes them to its own
-            token grid. Setting them turns on mask-guided decoupling for frames other than frame 0.
+            (1 = character, 0 = background), hard or soft, at any resolution. Setting them turns on mask-guided
+            decoupling for frames other than frame 0. They count as hard when every value of every frame is 0 or 1.
+            The state checks them and resizes them to each attention resolution once, then again only after `masks`
+            is assigned or edited in place or `step` changes (an in-place edit of a tensor made under
+            `torch.inference_mode` is not seen: assign the tensor again).
         latent_size (`tuple[int, int]`, *optional*): `(height, width)` of the latents the UNet runs at; needed with
             `masks`, to map each layer's tokens to a grid.
 
@@ -86,17 +107,25 @@ class CrossFrameState:
         default_factory=dict, init=False, repr=False
     )
     _cache_step: int | None = field(default=None, init=False, repr=False)
+    _masks_seen: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _masks_seen_as: tuple | None = field(default=None, init=False, repr=False)
+    _masks_hard: bool = field(default=False, init=False, repr=False)
+    _grid_masks: dict[tuple[int, torch.device, torch.dtype], GridMasks] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         self._check_mode()
 
     def reset(self) -> None:
-        """Forgets the cached keys and values and the per-call fields (`frame_ids`, `step`, `masks`).
+        """Forgets the cached keys, values and resized masks, and the per-call fields (`frame_ids`, `step`, `masks`).
 
         Call it before each new generation. `mode`, `chunks` and `latent_size` are kept.
         """
         self._cache.clear()
         self._cache_step = None
+        self._grid_masks.clear()
+        self._masks_seen = self._masks_seen_as = None
         self.frame_ids = None
         self.step = None
         self.masks = None
@@ -105,6 +134,11 @@ class CrossFrameState:
     def cached_frames(self) -> list[int]:
         """Global ids of the frames whose keys and values are cached for the current step (any layer)."""
         return sorted({frame for _, frame in self._cache})
+
+    @property
+    def cached_bytes(self) -> int:
+        """Memory held by the cached keys and values, in bytes (all layers)."""
+        return sum(tensor.numel() * tensor.element_size() for entry in self._cache.values() for tensor in entry)
 
     def layout(self, batch_size: int, default_chunks: int) -> FrameLayout:
         """The frame layout of a batch of `batch_size` rows, checked against the fields.
@@ -132,6 +166,37 @@ class CrossFrameState:
             )
         return FrameLayout(chunks, frame_ids)
 
+    def masks_on_grid(self, num_tokens: int, device: torch.device, dtype: torch.dtype) -> GridMasks | None:
+        """The masks on the token grid of a layer with `num_tokens` queries, or `None` when no masks are set.
+
+        Worked out once per masks, step, grid, device and dtype, then shared by every layer (and processor) of that
+        resolution: the hard-or-soft check reads the masks back to the host once, and each grid is resized once,
+        where the masks are (only the resized masks move to `device`).
+
+        Raises:
+            `ValueError`: the masks are not `[num_frames, height, width]`, `latent_size` is unset, or no level of
+                the UNet's resolution ladder has `num_tokens` tokens.
+        """
+        masks = self.masks
+        if masks is None:
+            return None
+        latent_size = None if self.latent_size is None else tuple(self.latent_size)
+        seen_as = (None if masks.is_inference() else masks._version, self.step, latent_size)
+        if masks is not self._masks_seen or seen_as != self._masks_seen_as:
+            if masks.ndim != 3:
+                raise ValueError(f"state.masks must be [num_frames, height, width], got shape {tuple(masks.shape)}.")
+            if self.latent_size is None:
+                raise ValueError("Set `state.latent_size` (the UNet's latent height and width) when setting masks.")
+            self._masks_hard = is_hard(masks)
+            self._grid_masks.clear()
+            self._masks_seen, self._masks_seen_as = masks, seen_as
+        key = (num_tokens, device, dtype)
+        if key not in self._grid_masks:
+            grid = token_grid(num_tokens, latent_size)
+            on_grid = resize_masks(masks, grid, hard=self._masks_hard).flatten(1).to(device=device, dtype=dtype)
+            self._grid_masks[key] = GridMasks(on_grid, self._masks_hard)
+        return self._grid_masks[key]
+
     def remember(self, layer: torch.nn.Module, frame: int, key: torch.Tensor, value: torch.Tensor) -> None:
         """Caches one frame's keys and values `[chunks, heads, tokens, head_dim]` of `layer` at the current step."""
         self._enter_step()
@@ -149,9 +214,13 @@ class CrossFrameState:
                 f"Frame {frame} is needed at step {self.step} but neither in this UNet call (frames "
                 f"{list(self.frame_ids or [])}) nor cached (cached: {self.cached_frames}). Run windows in lock-step "
                 "and in frame order: at each step the window holding frame 0 first, each window right after the one "
-                "ending just before it, every window of a step before any window of the next."
+                "ending just before it and only once, every window of a step before any window of the next."
             )
         return self._cache[id(layer), frame]
+
+    def forget(self, layer: torch.nn.Module, frame: int) -> None:
+        """Drops the cached keys and values of `frame` in `layer`, once no later call of the step needs them."""
+        self._cache.pop((id(layer), frame), None)
 
     def _enter_step(self) -> None:
         if self.step is None:

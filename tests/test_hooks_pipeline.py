@@ -62,13 +62,17 @@ def test_inside_the_diffusers_controlnet_pipeline(tiny_components):
 
 
 def _lock_step_generation(unet, scheduler_config, start, embeddings, masks, windows, mode):
-    """Lock-step DDIM with guidance: at every step each window runs in frame order, one UNet call per window."""
+    """Lock-step DDIM with guidance: at every step each window runs in frame order, one UNet call per window.
+
+    Returns the final latents and, for every UNet call, its window and the cache's frames and bytes after it.
+    """
     scheduler = DDIMScheduler.from_config(scheduler_config)
     scheduler.set_timesteps(3)
     state = CrossFrameState(mode=mode, latent_size=tuple(start.shape[-2:]))
     processor = DualConsistencyAttnProcessor(state=state, cfg_chunks=2)
     uncond, cond = embeddings
     latents = start.clone()
+    cache_after_calls = []
     with install_attn_processors(unet, processor), torch.no_grad():
         for step, t in enumerate(scheduler.timesteps):
             state.step, state.masks = step, masks[step]
@@ -80,31 +84,59 @@ def _lock_step_generation(unet, scheduler_config, start, embeddings, masks, wind
                 noise_uncond, noise_cond = noise.chunk(2)
                 noise = noise_uncond + GUIDANCE * (noise_cond - noise_uncond)
                 following[window] = scheduler.step(noise, t, x).prev_sample
+                cache_after_calls.append((window, set(state.cached_frames), state.cached_bytes))
             latents = following
-    return latents, state
+    return latents, cache_after_calls
+
+
+def _sequence(frames, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    start = torch.randn(1, 4, 8, 8, generator=generator).expand(frames, -1, -1, -1)
+    embeddings = torch.randn(2, frames, 77, 32, generator=generator)  # per-frame unconditional and conditional
+    masks = (torch.rand(3, frames, 16, 16, generator=generator) > 0.5).float()  # per step, at 2x the latent size
+    return start, embeddings, masks
+
+
+def _windows(frames, size):
+    return [list(range(start, min(start + size, frames))) for start in range(0, frames, size)]
+
+
+def _bytes_per_cached_frame(unet, tokens):
+    """Keys and values of one frame in both guidance chunks, summed over the hooked layers (float32)."""
+    layers = [unet.get_submodule(name.removesuffix(".processor")) for name in select_attn_processor_names(unet)]
+    return sum(2 * tokens * (layer.to_k.out_features + layer.to_v.out_features) * 4 for layer in layers)
 
 
 @pytest.fixture(scope="module")
 def sequence():
-    generator = torch.Generator().manual_seed(0)
-    start = torch.randn(1, 4, 8, 8, generator=generator).expand(FRAMES, -1, -1, -1)
-    embeddings = torch.randn(2, FRAMES, 77, 32, generator=generator)  # per-frame unconditional and conditional
-    masks = (torch.rand(3, FRAMES, 16, 16, generator=generator) > 0.5).float()  # per step, at 2x the latent size
-    return start, embeddings, masks
+    return _sequence(FRAMES)
 
 
 @pytest.mark.parametrize("window_size", [1, 3, 4, FRAMES])
 def test_windowed_generation_equals_the_full_batch(tiny_components, sequence, window_size):
     unet, config = tiny_components.unet, tiny_components.scheduler.config
-    everything = list(range(FRAMES))
-    full, _ = _lock_step_generation(unet, config, *sequence, windows=[everything], mode="batch")
-    windows = [everything[start : start + window_size] for start in range(0, FRAMES, window_size)]
-    windowed, state = _lock_step_generation(unet, config, *sequence, windows=windows, mode="windows")
+    full, _ = _lock_step_generation(unet, config, *sequence, windows=[list(range(FRAMES))], mode="batch")
+    windows = _windows(FRAMES, window_size)
+    windowed, cache_after_calls = _lock_step_generation(unet, config, *sequence, windows=windows, mode="windows")
     torch.testing.assert_close(windowed, full, rtol=0, atol=1e-5)
-    assert len(state.cached_frames) <= len(windows) + 1  # frame 0 and each window's last frame, for one step only
+    for window, cached, _ in cache_after_calls:  # frame 0 and the window's last frame, for the current step only
+        assert cached == {0, window[-1]}
 
     plain, _ = _lock_step_generation(unet, config, *sequence[:2], masks=[None] * 3, windows=windows, mode="windows")
     assert (plain - full).abs().max() > 1e-3  # the masks matter, so windows must carry them exactly
+
+
+def test_the_window_cache_holds_two_frames_per_layer_over_a_long_sequence(tiny_components):
+    unet, config, frames = tiny_components.unet, tiny_components.scheduler.config, 26
+    sequence = _sequence(frames, seed=1)
+    full, _ = _lock_step_generation(unet, config, *sequence, windows=[list(range(frames))], mode="batch")
+    windows = _windows(frames, 3)  # nine windows per step
+    windowed, cache_after_calls = _lock_step_generation(unet, config, *sequence, windows=windows, mode="windows")
+    torch.testing.assert_close(windowed, full, rtol=0, atol=1e-5)
+    two_frames = 2 * _bytes_per_cached_frame(unet, tokens=8 * 8)  # the hooked layers all run at the 8x8 latent size
+    assert len(cache_after_calls) == 3 * len(windows)
+    for window, cached, cached_bytes in cache_after_calls:
+        assert cached == {0, window[-1]} and cached_bytes == two_frames
 
 
 def test_windows_out_of_lock_step_are_refused(tiny_components, sequence):

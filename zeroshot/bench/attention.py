@@ -3,7 +3,11 @@
 One self-attention layer of each Stable Diffusion 1.5 resolution (4096 tokens x 320 channels, 1024 x 640,
 256 x 1280; 8 heads) runs on a batch of frames with each processor in turn, in interleaved rounds; ratios are
 times over `AttnProcessor2_0`'s, measured in the same run. Masks are hard character masks (an ellipse that moves
-from frame to frame), as PoseAnimate uses them.
+from frame to frame) at the latent size (64x64), as PoseAnimate gives them, so the smaller layers resize them.
+
+"DCA+decoupling" reuses what the state worked out at the layer's first call (the masks on the layer's grid), as the
+other layers of a grid do within a step; "DCA+decoupling, new masks" is given new masks at every call, as the first
+layer of each grid is at every step.
 
   python scripts/benchmark.py attention                     # 8 frames, CPU or CUDA, whichever is there
   python scripts/benchmark.py attention --cfg-chunks 2      # the batch of a guided pipeline (16 rows)
@@ -27,7 +31,7 @@ from . import compare, describe_device, format_table
 #: (tokens, channels) of the self-attention layers of SD-1.5's up blocks, at 64x64 latents.
 SD15_SELF_ATTENTION_SIZES: tuple[tuple[int, int], ...] = ((4096, 320), (1024, 640), (256, 1280))
 HEADS = 8
-TARGETS = {"DCA": 3.5, "DCA+decoupling": 4.0}
+TARGETS = {"DCA": 3.5, "DCA+decoupling": 4.0, "DCA+decoupling, new masks": 4.0}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=5, help="timed calls per candidate (default 5)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     parser.add_argument("--dtype", default="auto", help="fp32, fp16, bf16 or auto: fp16 on CUDA, fp32 elsewhere")
+    parser.add_argument("--mask-size", type=int, default=64, help="side of the masks (default 64: SD-1.5's latents)")
     parser.add_argument(
         "--sizes",
         default=",".join(f"{tokens}x{channels}" for tokens, channels in SD15_SELF_ATTENTION_SIZES),
@@ -63,28 +68,40 @@ def moving_ellipse_masks(frames: int, side: int, device: torch.device) -> torch.
 
 
 def candidates_for(
-    tokens: int, channels: int, frames: int, chunks: int, device: torch.device, dtype: torch.dtype
+    tokens: int,
+    channels: int,
+    frames: int,
+    chunks: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    mask_size: int = 64,
 ) -> dict[str, Callable[[], object]]:
     """Zero-argument calls of one layer with each processor, on the same random inputs."""
     generator = torch.Generator(device=device).manual_seed(0)
     layer = Attention(query_dim=channels, heads=HEADS, dim_head=channels // HEADS).to(device, dtype).eval()
     hidden = torch.randn(chunks * frames, tokens, channels, generator=generator, device=device, dtype=dtype)
     side = math.isqrt(tokens)
-    masked = CrossFrameState(masks=moving_ellipse_masks(frames, side, device), latent_size=(side, side))
-    processors = {
-        "AttnProcessor2_0": AttnProcessor2_0(),
-        "DCA": DualConsistencyAttnProcessor(cfg_chunks=chunks),
-        "DCA+decoupling": DualConsistencyAttnProcessor(cfg_chunks=chunks, state=masked),
-    }
+    masks = moving_ellipse_masks(frames, mask_size, device)
+    masked = CrossFrameState(masks=masks, latent_size=(side, side))
+    renewed = CrossFrameState(masks=masks, latent_size=(side, side))
 
-    def call(processor: object) -> Callable[[], object]:
+    def call(processor: object, state: CrossFrameState | None = None) -> Callable[[], object]:
+        """One call of `processor`; with `state`, new masks (equal values) are assigned before it."""
+
         @torch.no_grad()
         def run() -> object:
+            if state is not None:
+                state.masks = masks.clone()
             return processor(layer, hidden)
 
         return run
 
-    return {name: call(processor) for name, processor in processors.items()}
+    return {
+        "AttnProcessor2_0": call(AttnProcessor2_0()),
+        "DCA": call(DualConsistencyAttnProcessor(cfg_chunks=chunks)),
+        "DCA+decoupling": call(DualConsistencyAttnProcessor(cfg_chunks=chunks, state=masked)),
+        "DCA+decoupling, new masks": call(DualConsistencyAttnProcessor(cfg_chunks=chunks, state=renewed), renewed),
+    }
 
 
 def main(args: argparse.Namespace) -> None:
@@ -95,7 +112,7 @@ def main(args: argparse.Namespace) -> None:
     print(f"{describe_device(device)}, {dtype}; {layout}")
     rows = []
     for tokens, channels in sizes:
-        candidates = candidates_for(tokens, channels, args.frames, args.cfg_chunks, device, dtype)
+        candidates = candidates_for(tokens, channels, args.frames, args.cfg_chunks, device, dtype, args.mask_size)
         measured = compare(candidates, device, rounds=args.rounds)
         baseline = measured["AttnProcessor2_0"].seconds
         for name, measurement in measured.items():
