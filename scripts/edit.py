@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     # 1. Everything that needs no model: the checkpoint's settings, the references, the landmarks.
     config = read_qffusion_config(args.checkpoint)
-    start, end = reference_arrays(start, end, video.size if video is not None else None)
+    start, end = reference_arrays(start, end, video)
     clock = time.perf_counter()
     if video is not None:
         landmarks = detect_landmarks(config.condition, video.frames, show_progress=not args.no_progress)

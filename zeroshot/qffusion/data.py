@@ -77,11 +77,9 @@ def find_videos(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ZeroshotError(f"The data folder {str(folder)!r} does not exist; pass a folder of videos with --data.")
-    suffixes = [suffix for suffix in VIDEO_SUFFIXES if suffix != ".gif"]
-    videos = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+    videos = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
     if not videos:
-        suffixes = ", ".join(suffixes)
-        raise ZeroshotError(f"No videos ({suffixes}) in {str(folder)!r}.")
+        raise ZeroshotError(f"No videos ({', '.join(VIDEO_SUFFIXES)}) in {str(folder)!r}.")
     return videos
 
 

@@ -9,9 +9,9 @@ The model works at a *working size*: the frames scaled so that their shorter sid
 resolution (both sides rounded to what the UNet needs); the generated frames are scaled back to the input's size,
 whatever it is (odd sizes included).
 
-Everything that needs no model can run before the models load: [`reference_arrays`] checks the edited frames, and the
-landmarks ([`~zeroshot.qffusion.conditions.detect_landmarks`], [`jump_cut_landmarks`]) can be given to [`edit_video`]
-and [`smooth_jump_cut`] already detected.
+Everything that needs no model can run before the models load: [`reference_arrays`] checks the edited frames against
+the video, and the landmarks ([`~zeroshot.qffusion.conditions.detect_landmarks`], [`jump_cut_landmarks`]) can be
+given to [`edit_video`] and [`smooth_jump_cut`] already detected.
 """
 
 from __future__ import annotations
@@ -72,18 +72,22 @@ def _check_transition_length(num_frames: int) -> None:
 
 
 def reference_arrays(
-    start_image: Image.Image | np.ndarray, end_image: Image.Image | np.ndarray, size: tuple[int, int] | None = None
+    start_image: Image.Image | np.ndarray, end_image: Image.Image | np.ndarray, video: Video | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The edited first and last frames as `uint8` RGB arrays, checked to have one size: `size` `(width, height)`
-    (the video's) when given, else each other's.
+    """The edited first and last frames as `uint8` RGB arrays, checked to be of one size: the frames' of `video`
+    (which must have at least the two frames they replace) when given, else each other's.
 
     Raises:
-        [`~zeroshot.errors.ZeroshotError`]: the sizes differ; the message gives both and the fix.
+        [`~zeroshot.errors.ZeroshotError`]: the video has fewer than 2 frames, or the sizes differ (the message gives
+        both and the fix).
     """
     start, end = _as_array(start_image), _as_array(end_image)
-    against = "the video's frames are"
-    if size is None:
+    if video is None:
         size, against = (start.shape[1], start.shape[0]), "the start image is"
+    else:
+        if len(video) < 2:
+            raise ZeroshotError(f"The video has {len(video)} frame; editing needs at least 2 (its first and last).")
+        size, against = video.size, "the video's frames are"
     for image, name in ((start, "start"), (end, "end")):
         height, width = image.shape[:2]
         if (width, height) != tuple(size):
@@ -191,9 +195,7 @@ def edit_video(
     >>> write_video(result.video.frames, "out.mp4", result.video.fps)
     ```
     """
-    if len(video) < 2:
-        raise ZeroshotError(f"The video has {len(video)} frame; editing needs at least 2 (its first and last).")
-    start, end = reference_arrays(start_image, end_image, video.size)
+    start, end = reference_arrays(start_image, end_image, video)
     seconds = {}
     if landmarks is None:
         clock = time.perf_counter()
