@@ -33,7 +33,7 @@ from pathlib import Path
 
 from zeroshot.cli import add_model_arguments, run
 
-logger = logging.getLogger("animate")
+logger = logging.getLogger("scripts.animate")
 
 
 def _size(text: str) -> tuple[int, int]:

@@ -210,7 +210,8 @@ class PoseAnimatePipeline(DiffusionPipeline):
             controlnet (`str`, *optional*): hub id or local folder of the ControlNet (default: OpenPose v1.1).
             loader_options: `device`, `dtype` and `offline`, as [`~zeroshot.loading.load_components`] takes them.
         """
-        from .loading import DEFAULT_CONTROLNET, DEFAULT_MODEL, load_components
+        from .defaults import DEFAULT_CONTROLNET, DEFAULT_MODEL
+        from .loading import load_components
 
         components = load_components(model or DEFAULT_MODEL, controlnet or DEFAULT_CONTROLNET, **loader_options)
         return cls.from_components(components)
