@@ -317,3 +317,19 @@ def test_no_person_is_found_before_the_models_load(tiny_model_paths, tmp_path, c
     assert run(_load_script().main, arguments) == 2
     assert "No person found in the source image" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_step_callback_sees_every_step_and_can_interrupt(pipe, wave):
+    seen = []
+
+    def callback(pipeline, step, timestep, tensors):
+        seen.append((step, timestep, tuple(tensors["latents"].shape)))
+        if step == 1:
+            pipeline.interrupt = True
+        return {"latents": tensors["latents"] * 1.0}
+
+    result = _animate(pipe, wave[np.arange(2)], transition_frames=0, output_type="latent", callback_on_step_end=callback)
+    assert [step for step, _, _ in seen] == [0, 1] and seen[0][2] == (3, 4, SIZE // 8, SIZE // 8)
+    assert result.report["interrupted"] is True
+    full = _animate(pipe, wave[np.arange(2)], transition_frames=0, output_type="latent")
+    assert full.report["interrupted"] is False and not torch.allclose(full.frames, result.frames)
