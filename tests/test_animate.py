@@ -328,8 +328,9 @@ def test_step_callback_sees_every_step_and_can_interrupt(pipe, wave):
             pipeline.interrupt = True
         return {"latents": tensors["latents"] * 1.0}
 
-    result = _animate(pipe, wave[np.arange(2)], transition_frames=0, output_type="latent", callback_on_step_end=callback)
+    two = wave[np.arange(2)]
+    result = _animate(pipe, two, transition_frames=0, output_type="latent", callback_on_step_end=callback)
     assert [step for step, _, _ in seen] == [0, 1] and seen[0][2] == (3, 4, SIZE // 8, SIZE // 8)
     assert result.report["interrupted"] is True
-    full = _animate(pipe, wave[np.arange(2)], transition_frames=0, output_type="latent")
+    full = _animate(pipe, two, transition_frames=0, output_type="latent")
     assert full.report["interrupted"] is False and not torch.allclose(full.frames, result.frames)
