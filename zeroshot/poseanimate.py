@@ -202,7 +202,9 @@ class PoseAnimatePipeline(DiffusionPipeline):
         return cls(**components.as_dict())
 
     @classmethod
-    def from_pretrained(cls, model: str | None = None, controlnet: str | None = None, **loader_options: object):
+    def from_pretrained(
+        cls, model: str | None = None, controlnet: str | None = None, **loader_options: object
+    ) -> PoseAnimatePipeline:
         """Loads Stable Diffusion 1.5 and the OpenPose ControlNet with [`~zeroshot.loading.load_components`].
 
         Args:
