@@ -178,8 +178,9 @@ def run_pacm(
             it to stop the run.
         show_progress (`bool`, *optional*, defaults to `True`): show tqdm bars (on the main process only).
         state (`accelerate.PartialState`, *optional*): under `accelerate launch`, shards the target frames across
-            the processes; every process returns the full result. The processes are in step when it returns; the
-            script still owns the process group (end it with `state.destroy_process_group()`).
+            the processes; every process returns the full result, after the run's last collective (nothing is left
+            in flight). The process group stays the script's: end it on every process with
+            `state.destroy_process_group()` once it communicates no more.
         progress_bar (`bool`, *optional*): deprecated name of `show_progress`.
 
     Returns:
