@@ -103,11 +103,3 @@ def test_fast_modes_without_a_subject_skip_the_frame_stage_entirely(tiny_compone
     unconditional, conditional = result.step_embeddings(T - 1, range(F + 1))
     torch.testing.assert_close(conditional, result.source_embeddings[T - 1].expand(F + 1, -1, -1), rtol=0, atol=0)
     torch.testing.assert_close(unconditional, result.fixed_embedding.expand(F + 1, -1, -1), rtol=0, atol=0)
-
-
-def test_the_old_progress_bar_argument_still_works_with_a_warning(tiny_components, inputs):
-    latent, prompt, pose, _ = inputs
-    settings = PACMSettings(mode="negative-prompt", num_inference_steps=2)
-    with pytest.warns(FutureWarning, match=r"progress_bar=\.\.\.\) is deprecated; pass show_progress="):
-        result = run_pacm(tiny_components, latent, prompt, pose, pose[:0], settings, progress_bar=False)
-    assert result.stats["ddim_inversion"].forward == 2

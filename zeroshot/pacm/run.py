@@ -4,7 +4,6 @@ masks, evaluation counts; cached, resumable and shardable across processes."""
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -113,13 +112,6 @@ class PACMResult:
         fixed = self.fixed_embedding.to(device).expand(len(ids), *self.fixed_embedding.shape)
         return (fixed, optimized) if self.optimized_slot == "conditional" else (optimized, fixed)
 
-    def guidance_embeddings(self, step: int, frame: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The `(unconditional, conditional)` `[L, D]` embeddings of sampling step `step` for target frame `frame`
-        (0-based index into the target poses), or for the source when `frame` is `None`, on the device of
-        `source_embeddings`. One frame at a time: prefer [`step_embeddings`] for windows of frames."""
-        unconditional, conditional = self.step_embeddings(step, [0 if frame is None else frame + 1])
-        return unconditional[0], conditional[0]
-
     def stats_dict(self) -> dict[str, dict[str, int | float | bool]]:
         """`stats` as plain values, for `report.json`."""
         return {stage: stats.to_dict() for stage, stats in self.stats.items()}
@@ -138,7 +130,6 @@ def run_pacm(
     callback: Callable[[PACMProgress], None] | None = None,
     show_progress: bool = True,
     state: PartialState | None = None,
-    progress_bar: bool | None = None,
 ) -> PACMResult:
     """Runs PoseAnimate's Pose-Aware Control Module (Sec. 3.2, Alg. 1) or one of its fast modes.
 
@@ -181,7 +172,6 @@ def run_pacm(
             the processes; every process returns the full result, after the run's last collective (nothing is left
             in flight). The process group stays the script's: end it on every process with
             `state.destroy_process_group()` once it communicates no more.
-        progress_bar (`bool`, *optional*): deprecated name of `show_progress`.
 
     Returns:
         [`PACMResult`]
@@ -198,11 +188,6 @@ def run_pacm(
     >>> result.frame_embeddings.shape, result.masks.shape, result.stats["source"].backward
     ```
     """
-    if progress_bar is not None:
-        warnings.warn(
-            "run_pacm(progress_bar=...) is deprecated; pass show_progress=... instead.", FutureWarning, stacklevel=2
-        )
-        show_progress = progress_bar
     settings = settings if settings is not None else PACMSettings()
     device = components.unet.device
     source_latent, source_poses, target_poses = _validated_inputs(
