@@ -33,7 +33,7 @@ from pathlib import Path
 
 from zeroshot.cli import add_model_arguments, run
 
-logger = logging.getLogger("animate")
+logger = logging.getLogger("scripts.animate")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -196,23 +196,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     logger.info("loading models: %s + %s", args.model, args.controlnet)
     pipe = PoseAnimatePipeline.from_components(load_components_from_args(args))
     accelerate_state = _distributed_state(pipe)
-    result = pipe(
-        image,
-        poses,
-        args.prompt,
-        subject=args.subject,
-        negative_prompt=args.negative_prompt,
-        height=height,
-        width=width,
-        pacm_settings=settings,
-        lambdas=args.lambdas,
-        decoupling=decoupling,
-        transition_frames=args.transition_frames,
-        window=args.window,
-        source=source,
-        cache_dir=pacm_cache_dir_from_args(args),
-        accelerate_state=accelerate_state,
-    )
+    try:
+        result = pipe(
+            image,
+            poses,
+            args.prompt,
+            subject=args.subject,
+            negative_prompt=args.negative_prompt,
+            height=height,
+            width=width,
+            pacm_settings=settings,
+            lambdas=args.lambdas,
+            decoupling=decoupling,
+            transition_frames=args.transition_frames,
+            window=args.window,
+            source=source,
+            cache_dir=pacm_cache_dir_from_args(args),
+            accelerate_state=accelerate_state,
+        )
+    finally:
+        # The pipeline's last collective is inside PACM: every process ends the group as soon as the call returns
+        # (or fails), while the interpreter is alive; a group left to interpreter shutdown can abort the process.
+        if accelerate_state is not None:
+            accelerate_state.destroy_process_group()
     if result is None:
         return  # another process of an `accelerate launch`: the main process writes the output
 
@@ -251,9 +257,10 @@ def _distributed_state(pipe: object) -> object | None:
 
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())
     pipe.to(state.device)
     return state
 

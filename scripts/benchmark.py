@@ -18,25 +18,36 @@ from collections.abc import Sequence
 
 from zeroshot.cli import run
 
-# subcommand -> module of zeroshot.bench that implements it (with `add_arguments(parser)` and `main(args)`)
-SUBCOMMANDS: dict[str, str] = {
-    "attention": "zeroshot.bench.attention",
-    "pacm": "zeroshot.bench.pacm",
-    "pipeline": "zeroshot.bench.pipeline",
-    "poses": "zeroshot.bench.poses",
-    "qffusion": "zeroshot.bench.qffusion",
+# subcommand -> (module of zeroshot.bench with `add_arguments(parser)` and `main(args)`, one-line summary)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "attention": ("zeroshot.bench.attention", "dual-consistency attention vs diffusers' AttnProcessor2_0"),
+    "pacm": ("zeroshot.bench.pacm", "PACM's stages, paper mode vs fast modes, batched vs one frame at a time"),
+    "pipeline": ("zeroshot.bench.pipeline", "the whole PoseAnimate pipeline, per stage, per mode and window"),
+    "poses": ("zeroshot.bench.poses", "pose extraction, masks, PATA and rendering on real media"),
+    "qffusion": ("zeroshot.bench.qffusion", "Qffusion: QGP per wave vs one grid at a time vs naive; hook cost"),
 }
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def _parser(chosen: str | None) -> argparse.ArgumentParser:
+    """The parser, with only the chosen benchmark's module imported (the others' options are not needed)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
-    for name, module_name in SUBCOMMANDS.items():
+    for name, (module_name, summary) in SUBCOMMANDS.items():
+        if name != chosen:
+            subparsers.add_parser(name, help=summary, add_help=False)
+            continue
         module = importlib.import_module(module_name)
-        sub = subparsers.add_parser(name, help=module.__doc__.strip().splitlines()[0], description=module.__doc__)
+        sub = subparsers.add_parser(
+            name, help=summary, description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
         module.add_arguments(sub)
         sub.set_defaults(handler=module.main)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    chosen, _ = _parser(None).parse_known_args(argv)
+    args = _parser(chosen.benchmark).parse_args(argv)
     args.handler(args)
 
 

@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise ZeroshotError(f"Animation {str(args.animation)!r} does not exist.")
     video = read_frames(args.animation, fps=args.fps)
     source = load_image(args.source)
-    poses = load_poses(args.poses, progress=False)
+    poses = load_poses(args.poses, show_progress=False)
     if not isinstance(poses, PoseSequence):
         raise ZeroshotError(f"{str(args.poses)!r} holds rendered pose images; give keypoints (the .poses.json file).")
     lpips = LPIPS(args.lpips_alexnet, args.lpips_linear, args.device) if args.lpips_alexnet else None

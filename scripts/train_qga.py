@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import fields
 
 from zeroshot.cli import run
-from zeroshot.loading import DEFAULT_MODEL
+from zeroshot.defaults import DEFAULT_MODEL
 
 
 def build_parser() -> argparse.ArgumentParser:

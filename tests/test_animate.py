@@ -87,7 +87,7 @@ def test_frame_zero_is_pacms_reconstruction_of_the_source(pipe, tiny_components,
     settings = PACMSettings(num_inference_steps=4, source_inner_steps=2, learning_rate=5e-2)
     result = _animate(pipe, wave[np.arange(2)], pacm_settings=settings, window=2, output_type="latent")
     latent, prompt, poses = _pacm_inputs(tiny_components, result.pose_images)
-    pacm = run_pacm(tiny_components, latent, prompt, poses[:1], poses[1:], settings, progress_bar=False)
+    pacm = run_pacm(tiny_components, latent, prompt, poses[:1], poses[1:], settings, show_progress=False)
     reference = reconstruct_source(tiny_components, pacm, poses[:1])[0]
     torch.testing.assert_close(result.frames[0], reference, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(result.frames[1], reference, atol=1e-3)
@@ -104,7 +104,7 @@ def _diffusers_reference(components, pacm, poses, frame):
     latents = pacm.latents[-1][None].clone()
     pose = poses[frame : frame + 1].repeat(2, 1, 1, 1)
     for step, timestep in enumerate(scheduler.timesteps):
-        text = torch.stack(pacm.guidance_embeddings(step, None if frame == 0 else frame - 1))
+        text = torch.cat(pacm.step_embeddings(step, [frame]))
         model_input = latents.repeat(2, 1, 1, 1)
         down, mid = components.controlnet(model_input, timestep, text, controlnet_cond=pose, return_dict=False)
         residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
@@ -139,7 +139,7 @@ def test_generation_gives_each_frame_its_pose_embeddings_and_offsets(mode, wave)
         prepare_source(load_image(IMAGE), SIZE, SIZE, mask=None).pose, wave[np.arange(3)], 0
     )[1]
     latent, prompt, poses = _pacm_inputs(components, pose_images)
-    pacm = run_pacm(components, latent, prompt, poses[:1], poses[1:], settings, progress_bar=False)
+    pacm = run_pacm(components, latent, prompt, poses[:1], poses[1:], settings, show_progress=False)
     generated = generate_latents(
         ControlledDenoiser(components),
         DDIMSchedule.from_scheduler(components.scheduler, 4),
@@ -317,3 +317,20 @@ def test_no_person_is_found_before_the_models_load(tiny_model_paths, tmp_path, c
     assert run(_load_script().main, arguments) == 2
     assert "No person found in the source image" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_step_callback_sees_every_step_and_can_interrupt(pipe, wave):
+    seen = []
+
+    def callback(pipeline, step, timestep, tensors):
+        seen.append((step, timestep, tuple(tensors["latents"].shape)))
+        if step == 1:
+            pipeline.interrupt = True
+        return {"latents": tensors["latents"] * 1.0}
+
+    two = wave[np.arange(2)]
+    result = _animate(pipe, two, transition_frames=0, output_type="latent", callback_on_step_end=callback)
+    assert [step for step, _, _ in seen] == [0, 1] and seen[0][2] == (3, 4, SIZE // 8, SIZE // 8)
+    assert result.report["interrupted"] is True
+    full = _animate(pipe, two, transition_frames=0, output_type="latent")
+    assert full.report["interrupted"] is False and not torch.allclose(full.frames, result.frames)

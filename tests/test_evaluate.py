@@ -73,3 +73,11 @@ def test_script_errors_are_one_line(panning_clip, tmp_path):
         result = subprocess.run(command, capture_output=True, text=True, timeout=300)
         assert result.returncode == 2
         assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_frames_without_a_person_count_as_missed():
+    from zeroshot.evaluation import detect_frame_poses
+
+    grey = np.full((2, 64, 64, 3), 128, np.uint8)
+    poses = detect_frame_poses(grey)
+    assert poses.body.shape == (2, 18, 3) and not poses.visible.any()

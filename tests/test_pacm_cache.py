@@ -33,7 +33,7 @@ def inputs(tiny_components):
 
 
 def _run(components, inputs, cache_dir, settings=SETTINGS, **kwargs):
-    return run_pacm(components, *inputs, settings, cache_dir=cache_dir, progress_bar=False, **kwargs)
+    return run_pacm(components, *inputs, settings, cache_dir=cache_dir, show_progress=False, **kwargs)
 
 
 def _assert_same_results(actual, expected, exact=True):
@@ -128,4 +128,4 @@ def test_non_finite_values_stop_naming_stage_and_step_and_the_cache_stays_valid(
 
     latent, prompt, pose, targets = inputs
     with pytest.raises(ZeroshotError, match=r"stage 'ddim_inversion' produced non-finite latents .* at step 1 "):
-        run_pacm(tiny_components, latent * float("nan"), prompt, pose, targets, SETTINGS, progress_bar=False)
+        run_pacm(tiny_components, latent * float("nan"), prompt, pose, targets, SETTINGS, show_progress=False)

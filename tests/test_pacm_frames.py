@@ -31,10 +31,10 @@ def test_batched_frames_equal_frames_one_at_a_time(tiny_components):
     targets = torch.cat([pose, 1 - pose, torch.zeros_like(pose)])
     common = dict(num_inference_steps=10, learning_rate=5e-2, source_inner_steps=2, frame_inner_steps=2)
     batched = run_pacm(
-        tiny_components, latent, prompt, pose, targets, PACMSettings(frame_chunk_size=3, **common), progress_bar=False
+        tiny_components, latent, prompt, pose, targets, PACMSettings(frame_chunk_size=3, **common), show_progress=False
     )
     single = run_pacm(
-        tiny_components, latent, prompt, pose, targets, PACMSettings(frame_chunk_size=1, **common), progress_bar=False
+        tiny_components, latent, prompt, pose, targets, PACMSettings(frame_chunk_size=1, **common), show_progress=False
     )
     for name in ("forward", "backward"):
         assert getattr(batched.stats["frames"], name) == getattr(single.stats["frames"], name)
@@ -95,7 +95,7 @@ def _reference_maps(components, result, targets, token_indices, steps):
     for frame, pose in enumerate(targets):
         latents = result.latents[-1][None]
         for i, t in enumerate(scheduler.timesteps):
-            text = torch.stack(result.guidance_embeddings(i, frame))
+            text = torch.cat(result.step_embeddings(i, [frame + 1]))
             sample, poses = latents.expand(2, -1, -1, -1), pose[None].expand(2, -1, -1, -1)
             with install_attn_processors(components.unet, recorder, CROSS_ATTENTION):
                 recorder.reset()
@@ -124,7 +124,7 @@ def _reference_maps(components, result, targets, token_indices, steps):
 )
 def test_attention_maps_are_the_subject_tokens_in_each_frames_conditional_pass(tiny_components, settings):
     latent, pose, targets, prompt = _inputs(tiny_components, 2, seed=1)
-    result = run_pacm(tiny_components, latent, prompt, pose, targets, settings, progress_bar=False)
+    result = run_pacm(tiny_components, latent, prompt, pose, targets, settings, show_progress=False)
     expected = _reference_maps(tiny_components, result, targets, list(prompt.subject_token_indices), 8)
     assert result.attention_maps.shape == (2, 8, 8, 8)
     torch.testing.assert_close(result.attention_maps, expected, rtol=1e-4, atol=1e-6)

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from zeroshot.pacm import PACMSettings, reconstruct_source, relative_error, run_pacm
+from zeroshot.pacm import PACMSettings, StageStats, reconstruct_source, relative_error, run_pacm
 from zeroshot.prompts import encode_prompt
 
 T, F, INNER = 8, 2, 2
@@ -52,7 +52,7 @@ def prompt_only_errors(tiny_components, inputs):
     errors = {}
     for guidance in (1.0, 7.5):
         settings = PACMSettings(mode="negative-prompt", num_inference_steps=T, guidance_scale=guidance)
-        result = run_pacm(tiny_components, latent, prompt, pose, targets[:0], settings, progress_bar=False)
+        result = run_pacm(tiny_components, latent, prompt, pose, targets[:0], settings, show_progress=False)
         plain = dataclasses.replace(
             result,
             optimized_slot="conditional",
@@ -69,7 +69,7 @@ def test_each_mode_costs_its_stated_evaluations_and_reports_its_reconstruction_e
 ):
     settings, expected = MODES[mode]
     latent, prompt, pose, targets = inputs
-    result = run_pacm(tiny_components, latent, prompt, pose, targets, settings, progress_bar=False)
+    result = run_pacm(tiny_components, latent, prompt, pose, targets, settings, show_progress=False)
     counts = {stage: (stats.forward, stats.backward) for stage, stats in result.stats.items()}
     assert counts == expected
 
@@ -86,9 +86,20 @@ def test_each_mode_costs_its_stated_evaluations_and_reports_its_reconstruction_e
     assert result.masks.shape == (F, T, 8, 8) and set(result.masks.unique().tolist()) <= {0.0, 1.0}
 
 
-def test_fast_modes_without_a_subject_skip_the_frames(tiny_components, inputs):
+@pytest.mark.parametrize("mode", ["negative-prompt", "direct"])
+def test_fast_modes_without_a_subject_skip_the_frame_stage_entirely(tiny_components, inputs, mode, tmp_path):
+    """The fast modes run the frame stage only for the masks: without a subject they never enter it (no evaluation,
+    no cache file, no time), whatever the number of frames."""
     latent, _, pose, targets = inputs
     no_subject = encode_prompt(tiny_components, "a photo of an astronaut")
-    settings = PACMSettings(mode="negative-prompt", num_inference_steps=T)
-    result = run_pacm(tiny_components, latent, no_subject, pose, targets, settings, progress_bar=False)
-    assert (result.stats["frames"].forward, result.masks, result.num_frames) == (0, None, F)
+    settings = PACMSettings(mode=mode, num_inference_steps=T)
+    steps = []
+    result = run_pacm(tiny_components, latent, no_subject, pose, targets, settings, cache_dir=tmp_path,
+                      callback=lambda progress: steps.append(progress.stage), show_progress=False)  # fmt: skip
+    assert result.stats["frames"] == StageStats() and "frames" not in steps
+    assert not list(tmp_path.glob("frames-*"))
+    assert (result.frame_embeddings, result.attention_maps, result.masks, result.num_frames) == (None, None, None, F)
+    # Every frame samples with the source's embeddings.
+    unconditional, conditional = result.step_embeddings(T - 1, range(F + 1))
+    torch.testing.assert_close(conditional, result.source_embeddings[T - 1].expand(F + 1, -1, -1), rtol=0, atol=0)
+    torch.testing.assert_close(unconditional, result.fixed_embedding.expand(F + 1, -1, -1), rtol=0, atol=0)

@@ -6,6 +6,7 @@ with the ControlNet and the UNet called directly, not PACM's DDIM code.
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler
@@ -23,12 +24,13 @@ def _relative_error(estimate, reference):
 
 @torch.no_grad()
 def _reference_sample(components, pose, start, embeddings_at, guidance, steps, offsets=None):
-    """DDIM sampling from `start` with diffusers' scheduler; `embeddings_at(i)` gives (unconditional, conditional)."""
+    """DDIM sampling from `start` with diffusers' scheduler; `embeddings_at(i)` gives (unconditional, conditional)
+    `[1, L, D]`."""
     scheduler = DDIMScheduler.from_config(components.scheduler.config)
     scheduler.set_timesteps(steps)
     latents = start
     for i, t in enumerate(scheduler.timesteps):
-        text = torch.stack(embeddings_at(i))
+        text = torch.cat(embeddings_at(i))
         sample = latents.expand(2, -1, -1, -1)
         down, mid = components.controlnet(
             sample, t, text, controlnet_cond=pose.expand(2, -1, -1, -1), return_dict=False
@@ -44,6 +46,10 @@ def _reference_sample(components, pose, start, embeddings_at, guidance, steps, o
     return latents
 
 
+def _source_embeddings(result):
+    return lambda step: result.step_embeddings(step, [0])
+
+
 def _inputs(components, seed=0):
     generator = torch.Generator().manual_seed(seed)
     latent = torch.randn(1, 4, 8, 8, generator=generator)
@@ -55,11 +61,19 @@ def _inputs(components, seed=0):
 NO_FRAMES = torch.zeros(0, 3, 64, 64)
 
 
-def test_ddim_schedule_matches_diffusers_and_inverts_exactly(tiny_components):
-    scheduler = DDIMScheduler.from_config(tiny_components.scheduler.config)
+@pytest.mark.parametrize(
+    "config",
+    [{}, {"set_alpha_to_one": True}, {"set_alpha_to_one": True, "steps_offset": 0}],
+    ids=["sd15", "alpha-to-one", "alpha-to-one-offset-0"],
+)
+def test_ddim_schedule_matches_diffusers_and_inverts_exactly(tiny_components, config):
+    # SD 1.5 sets set_alpha_to_one=False: its last step goes to alphas_cumprod[0]. With True, the last step goes to
+    # final_alpha_cumprod = 1 (the clean sample itself).
+    scheduler = DDIMScheduler.from_config(tiny_components.scheduler.config, **config)
     scheduler.set_timesteps(STEPS)
-    schedule = DDIMSchedule.from_scheduler(tiny_components.scheduler, STEPS)
+    schedule = DDIMSchedule.from_scheduler(scheduler, STEPS)
     torch.testing.assert_close(schedule.timesteps, scheduler.timesteps, rtol=0, atol=0)
+    assert float(schedule.alphas_prev[-1]) == (1.0 if config else float(scheduler.alphas_cumprod[0]))
     generator = torch.Generator().manual_seed(1)
     for step, t in enumerate(scheduler.timesteps):
         latents, noise = torch.randn(2, 1, 4, 8, 8, generator=generator)
@@ -73,14 +87,14 @@ def test_pose_aware_inversion_reconstructs_ten_times_better_than_the_prompt_embe
     latent, pose, prompt = _inputs(tiny_components)
     # The tiny random UNet needs a larger learning rate than SD 1.5's 1e-2 to converge in 20 steps.
     settings = PACMSettings(num_inference_steps=STEPS, learning_rate=5e-2)
-    result = run_pacm(tiny_components, latent, prompt, pose, NO_FRAMES, settings, progress_bar=False)
+    result = run_pacm(tiny_components, latent, prompt, pose, NO_FRAMES, settings, show_progress=False)
     torch.testing.assert_close(result.latents[0], latent[0])
     start = result.latents[-1][None]
 
-    plain = (prompt.unconditional, prompt.conditional)
+    plain = (prompt.unconditional[None], prompt.conditional[None])
     unguided = _reference_sample(tiny_components, pose, start, lambda i: plain, 1.0, STEPS)
     unoptimized = _reference_sample(tiny_components, pose, start, lambda i: plain, 7.5, STEPS)
-    optimized = _reference_sample(tiny_components, pose, start, result.guidance_embeddings, 7.5, STEPS)
+    optimized = _reference_sample(tiny_components, pose, start, _source_embeddings(result), 7.5, STEPS)
 
     # The inversion mirrors diffusers' sampler: at guidance 1 the round trip is close (3.8% measured).
     assert _relative_error(unguided, latent) < 0.08
@@ -111,14 +125,14 @@ def test_direct_inversion_reconstructs_frame_zero_exactly_whatever_the_model():
         round_trip = vae.decode(latent / vae.config.scaling_factor).sample
     _, pose, prompt = _inputs(components)
     settings = PACMSettings(mode="direct", num_inference_steps=10)
-    result = run_pacm(components, latent, prompt, pose, NO_FRAMES, settings, progress_bar=False)
+    result = run_pacm(components, latent, prompt, pose, NO_FRAMES, settings, show_progress=False)
     assert result.stats["source"].forward == 2 * 10 and result.stats["source"].backward == 0
     start = result.latents[-1][None]
 
     corrected = _reference_sample(
-        components, pose, start, result.guidance_embeddings, 7.5, 10, offsets=result.source_offsets
+        components, pose, start, _source_embeddings(result), 7.5, 10, offsets=result.source_offsets
     )
-    plain = _reference_sample(components, pose, start, result.guidance_embeddings, 1.0, 10)
+    plain = _reference_sample(components, pose, start, _source_embeddings(result), 1.0, 10)
     with torch.no_grad():
         decoded = vae.decode(corrected / vae.config.scaling_factor).sample
         decoded_plain = vae.decode(plain / vae.config.scaling_factor).sample

@@ -37,19 +37,26 @@ def _worker(output: Path) -> None:
     from accelerate import PartialState
 
     state = PartialState(cpu=True, backend="gloo")
-    components = build_random_components("tiny", seed=0)
-    result = run_pacm(
-        components,
-        *_inputs(components),
-        SETTINGS,
-        cache_dir=output / "cache",
-        cache_identity=IDENTITY,
-        progress_bar=False,
-        state=state,
-    )
-    rank = state.process_index
-    save_file({field: getattr(result, field).contiguous() for field in FIELDS}, output / f"rank{rank}.safetensors")
-    (output / f"rank{rank}.json").write_text(json.dumps({"world": state.num_processes, **result.stats_dict()}))
+    try:
+        components = build_random_components("tiny", seed=0)
+        result = run_pacm(
+            components,
+            *_inputs(components),
+            SETTINGS,
+            cache_dir=output / "cache",
+            cache_identity=IDENTITY,
+            show_progress=False,
+            state=state,
+        )
+        rank = state.process_index
+        tensors = {field: getattr(result, field).contiguous() for field in FIELDS}
+        save_file(tensors, output / f"rank{rank}.safetensors")
+        (output / f"rank{rank}.json").write_text(json.dumps({"world": state.num_processes, **result.stats_dict()}))
+        state.wait_for_everyone()
+    finally:
+        # Gloo's worker threads must stop while the interpreter is alive: a process group left to interpreter
+        # shutdown can abort the process (SIGABRT, "terminate called without an active exception").
+        state.destroy_process_group()
 
 
 def test_two_processes_give_the_embeddings_of_one(tiny_components, tmp_path):
@@ -60,7 +67,7 @@ def test_two_processes_give_the_embeddings_of_one(tiny_components, tmp_path):
     )
     assert finished.returncode == 0, finished.stderr[-3000:]
 
-    single = run_pacm(tiny_components, *_inputs(tiny_components), SETTINGS, progress_bar=False)
+    single = run_pacm(tiny_components, *_inputs(tiny_components), SETTINGS, show_progress=False)
     moved = (single.frame_embeddings - single.source_embeddings[None]).norm()
     for rank in (0, 1):
         stats = json.loads((tmp_path / f"rank{rank}.json").read_text())
@@ -83,7 +90,7 @@ def test_two_processes_give_the_embeddings_of_one(tiny_components, tmp_path):
         SETTINGS,
         cache_dir=tmp_path / "cache",
         cache_identity=IDENTITY,
-        progress_bar=False,
+        show_progress=False,
     )
     assert cached.stats["frames"].frames_from_cache == FRAMES and cached.stats["frames"].forward == 0
     assert (cached.frame_embeddings - single.frame_embeddings).norm() < 1e-3 * moved

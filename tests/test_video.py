@@ -110,15 +110,13 @@ def test_unwritable_output_folder(tmp_path):
 
 
 def test_outputs_get_the_usual_permissions(tmp_path):
-    """Staging files are private while written; finished outputs get the mode any new file gets (umask)."""
-    mask = os.umask(0o022)
-    try:
-        file = write_video(_smooth_frames(count=2), tmp_path / "clip.gif", fps=4)
-        folder = write_video(_smooth_frames(count=2), tmp_path / "frames", fps=4)
-    finally:
-        os.umask(mask)
-    assert file.stat().st_mode & 0o777 == 0o644
-    assert folder.stat().st_mode & 0o777 == 0o755
+    """Staging files are private (0600) while written; finished outputs get the mode any new file gets."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    file = write_video(_smooth_frames(count=2), tmp_path / "clip.gif", fps=4)
+    folder = write_video(_smooth_frames(count=2), tmp_path / "frames", fps=4)
+    assert file.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
 
 
 def test_identical_consecutive_frames_are_all_kept(tmp_path):
@@ -147,3 +145,14 @@ def test_photos_are_turned_upright_by_their_exif_orientation(tmp_path):
     loaded = np.asarray(load_image(tmp_path / "phone.jpg"))
     assert loaded.shape == upright.shape
     assert np.abs(loaded.astype(float) - upright).mean() < 8.0
+
+
+def test_json_is_strict(tmp_path):
+    import json
+
+    from zeroshot.atomic import write_json
+
+    path = write_json(tmp_path / "scores.json", {"psnr": float("inf"), "values": [1.5, float("nan")], "n": 3})
+    text = path.read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    assert json.loads(text) == {"psnr": "inf", "values": [1.5, "nan"], "n": 3}

@@ -7,6 +7,7 @@ path that looks finished, and a reader never sees half of one.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -16,11 +17,15 @@ from pathlib import Path
 from typing import Any
 
 
-def _umask() -> int:
-    """The process's file-creation mask (read by setting it, then restoring it)."""
-    mask = os.umask(0)
+def _read_umask() -> int:
+    """The process's file-creation mask. Reading it means setting it, so it is read once, at import, before any
+    thread of the toolkit could create a file while it is briefly 0."""
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
 
 
 @contextmanager
@@ -33,7 +38,7 @@ def staged_file(path: str | os.PathLike) -> Iterator[Path]:
     staging = Path(name)
     try:
         yield staging
-        staging.chmod(0o666 & ~_umask())  # mkstemp makes the file private; a finished output gets the usual mode
+        staging.chmod(0o666 & ~_UMASK)  # mkstemp makes the file private; a finished output gets the usual mode
         os.replace(staging, path)
     finally:
         staging.unlink(missing_ok=True)
@@ -47,7 +52,7 @@ def staged_folder(path: str | os.PathLike) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     try:
         yield staging
-        staging.chmod(0o777 & ~_umask())  # mkdtemp makes the folder private; a finished output gets the usual mode
+        staging.chmod(0o777 & ~_UMASK)  # mkdtemp makes the folder private; a finished output gets the usual mode
         if path.exists():
             path.rmdir()
         staging.rename(path)
@@ -56,8 +61,19 @@ def staged_folder(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_json(path: str | os.PathLike, document: Any, *, indent: int | None = 2) -> Path:
-    """Writes `document` as JSON to `path`, atomically."""
+    """Writes `document` as strict JSON to `path`, atomically. JSON has no infinities or NaN, so such floats (a PSNR
+    of identical images is infinite) are written as the strings `"inf"`, `"-inf"` and `"nan"`."""
     path = Path(path)
     with staged_file(path) as staging:
-        staging.write_text(json.dumps(document, indent=indent))
+        staging.write_text(json.dumps(_strict(document), indent=indent, allow_nan=False))
     return path
+
+
+def _strict(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(item) for item in value]
+    return value

@@ -11,11 +11,14 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from .defaults import DEFAULT_CONTROLNET, DEFAULT_MODEL
 from .errors import ZeroshotError
 
 if TYPE_CHECKING:
     from .components import ModelComponents
 
+#: Loggers whose INFO lines scripts show: the toolkit's, and the scripts' own (named `scripts.<script>`).
+_OWN_LOGGERS = ("zeroshot", "hooks", "scripts")
 #: Exit status of a script stopped by a [`~zeroshot.errors.ZeroshotError`] (bad input, missing weights, ...).
 EXIT_USER_ERROR = 2
 #: Exit status of a script stopped with Ctrl-C.
@@ -24,8 +27,6 @@ EXIT_INTERRUPTED = 130
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, controlnet: bool = True) -> None:
     """Adds `--model`, `--controlnet`, `--device`, `--dtype` and `--offline` to a script's parser."""
-    from .loading import DEFAULT_CONTROLNET, DEFAULT_MODEL
-
     group = parser.add_argument_group("models")
     group.add_argument(
         "--model",
@@ -73,7 +74,9 @@ def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None
         `int`: the exit status: 0, `EXIT_USER_ERROR` for a problem the user can fix, `EXIT_INTERRUPTED` on Ctrl-C.
         Other exceptions are bugs and propagate with their traceback.
     """
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    for name in _OWN_LOGGERS:  # the toolkit's and the scripts' own INFO lines; other libraries' only from WARNING
+        logging.getLogger(name).setLevel(logging.INFO)
     try:
         main(argv)
     except ZeroshotError as error:

@@ -7,7 +7,7 @@ from PIL import Image
 
 from .errors import ZeroshotError
 from .metrics import LPIPS, ClipImageEmbedder, clip_scores, pose_adherence, psnr, ssim, warping_error
-from .poses import PoseSequence, make_detector
+from .poses import PoseSequence, extract_poses, make_detector
 from .video import fit_image
 
 #: Metrics computed with no pretrained weights; every evaluation reports them.
@@ -22,15 +22,15 @@ OFFLINE_METRICS = (
 
 
 def detect_frame_poses(frames: np.ndarray) -> PoseSequence:
-    """Detects the pose in every frame independently (mediapipe, no tracking between frames, no gap filling): a
-    frame where no person is found keeps confidence 0 everywhere."""
-    body = np.zeros((len(frames), 18, 3))
-    with make_detector("mediapipe", video=False) as detector:
-        for index, frame in enumerate(frames):
-            detection = detector(frame)
-            if detection is not None:
-                body[index] = detection.body
+    """Detects the pose in every frame independently (mediapipe, no tracking between frames): a frame where no person
+    is found keeps confidence 0 everywhere, rather than being filled from its neighbours."""
     height, width = frames.shape[1:3]
+    with make_detector("mediapipe", video=False) as detector:
+        try:
+            extraction = extract_poses(frames, detector, show_progress=False)
+        except ZeroshotError:  # nobody in any frame: every joint is missed
+            return PoseSequence(np.zeros((len(frames), 18, 3)), size=(width, height))
+    body = np.where(extraction.detected[:, None, None], extraction.poses.body, 0.0)
     return PoseSequence(body, size=(width, height))
 
 

@@ -28,15 +28,6 @@ def frame_windows(num_frames: int, window: int) -> list[list[int]]:
     return [list(range(start, min(start + window, num_frames))) for start in range(0, num_frames, window)]
 
 
-def _step_embeddings(pacm: PACMResult, step: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """`(unconditional, conditional)` `[frames + 1, L, D]` of one step: frame 0 the source's, frame k the k-th
-    target frame's (the source's in the fast modes, which optimise no frame)."""
-    unconditional, conditional = zip(
-        *(pacm.guidance_embeddings(step, frame) for frame in [None, *range(pacm.num_frames)]), strict=True
-    )
-    return torch.stack(unconditional).to(device), torch.stack(conditional).to(device)
-
-
 @torch.no_grad()
 def generate_latents(
     denoiser: ControlledDenoiser,
@@ -97,15 +88,15 @@ def generate_latents(
             if decoupling is not None:
                 frame_masks = pacm.masks[:, step].to(device, torch.float32)
                 state.masks = torch.cat([source_mask.to(device, torch.float32)[None], frame_masks])
-            unconditional, conditional = _step_embeddings(pacm, step, device)
             for frames in windows:
                 state.frame_ids = frames
                 current = latents[frames]
                 poses = to_condition_tensor(pose_images[frames], device)
+                unconditional, conditional = pacm.step_embeddings(step, frames, device)
                 noise = denoiser(
                     torch.cat([current, current]),
                     timestep,
-                    torch.cat([unconditional[frames], conditional[frames]]),
+                    torch.cat([unconditional, conditional]),
                     torch.cat([poses, poses]),
                 )
                 guided = guided_noise(*noise.chunk(2), pacm.guidance_scale)

@@ -17,12 +17,8 @@ from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DCondi
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from .components import ModelComponents
+from .defaults import DEFAULT_CONTROLNET, DEFAULT_MODEL
 from .errors import ZeroshotError
-
-#: Stable Diffusion 1.5 in diffusers format.
-DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-#: The OpenPose ControlNet v1.1 for Stable Diffusion 1.5.
-DEFAULT_CONTROLNET = "lllyasviel/control_v11p_sd15_openpose"
 
 _DTYPES = {
     "fp32": torch.float32,

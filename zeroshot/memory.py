@@ -14,8 +14,8 @@ class PeakMemory:
 
     On CUDA it is the peak of allocated GPU memory above the level at entry (`torch.cuda.max_memory_allocated`); on
     other devices, the peak growth of the process's resident memory over its level at entry, sampled every
-    millisecond by a background thread (memory the allocator reuses does not count twice, so small blocks of work
-    can read near zero).
+    `interval` seconds by a background thread (memory the allocator reuses does not count twice, so small blocks of
+    work can read near zero).
 
     Args:
         device (`torch.device`): where the work runs.
@@ -30,7 +30,7 @@ class PeakMemory:
     ```
     """
 
-    def __init__(self, device: torch.device, interval: float = 0.001):
+    def __init__(self, device: torch.device, interval: float = 0.002):
         self.device = device
         self.interval = interval
         self.peak_bytes = 0

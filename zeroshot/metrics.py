@@ -231,10 +231,10 @@ class LPIPS:
     @torch.no_grad()
     def __call__(self, images: np.ndarray, references: np.ndarray) -> np.ndarray:
         """LPIPS distance of each image `[frames, height, width, 3]` to its reference (same shape, or one image)."""
-        references = np.broadcast_to(references, images.shape)
+        references = references if references.ndim == 4 else references[None]  # one reference: computed once
         distance = torch.zeros(len(images), device=self.device)
         for a, b, head in zip(self._activations(images), self._activations(references), self.heads, strict=True):
-            distance += F.conv2d((a - b) ** 2, head).mean(dim=(1, 2, 3))
+            distance += F.conv2d((a - b) ** 2, head).mean(dim=(1, 2, 3))  # b broadcasts over the frames
         return distance.cpu().numpy()
 
 

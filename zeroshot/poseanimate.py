@@ -29,7 +29,7 @@ from hooks import DualConsistencyAttnProcessor
 from .components import ModelComponents
 from .errors import ZeroshotError
 from .generation import generate_latents
-from .imaging import decode_latents, encode_latents, to_condition_tensor, to_model_tensor
+from .imaging import decode_latents, encode_latents, to_model_tensor
 from .masks import MASK_METHODS, character_mask, resize_mask
 from .memory import PeakMemory
 from .metrics import psnr
@@ -202,7 +202,9 @@ class PoseAnimatePipeline(DiffusionPipeline):
         return cls(**components.as_dict())
 
     @classmethod
-    def from_pretrained(cls, model: str | None = None, controlnet: str | None = None, **loader_options: object):
+    def from_pretrained(
+        cls, model: str | None = None, controlnet: str | None = None, **loader_options: object
+    ) -> PoseAnimatePipeline:
         """Loads Stable Diffusion 1.5 and the OpenPose ControlNet with [`~zeroshot.loading.load_components`].
 
         Args:
@@ -210,7 +212,8 @@ class PoseAnimatePipeline(DiffusionPipeline):
             controlnet (`str`, *optional*): hub id or local folder of the ControlNet (default: OpenPose v1.1).
             loader_options: `device`, `dtype` and `offline`, as [`~zeroshot.loading.load_components`] takes them.
         """
-        from .loading import DEFAULT_CONTROLNET, DEFAULT_MODEL, load_components
+        from .defaults import DEFAULT_CONTROLNET, DEFAULT_MODEL
+        from .loading import load_components
 
         components = load_components(model or DEFAULT_MODEL, controlnet or DEFAULT_CONTROLNET, **loader_options)
         return cls.from_components(components)
@@ -352,17 +355,16 @@ class PoseAnimatePipeline(DiffusionPipeline):
                 )
                 encoders = weights_fingerprint(self.vae, self.text_encoder)
                 identity = input_identity(torch.from_numpy(pixels.copy()), prompt, negative_prompt, encoders)
-            pose_conditions = to_condition_tensor(pose_images)
             pacm = run_pacm(
                 self.components_view(),
                 latent,
                 embeddings,
-                pose_conditions[:1],
-                pose_conditions[1:],
+                pose_images[0],
+                pose_images[1:],
                 settings,
                 cache_dir=cache_dir,
                 cache_identity=identity,
-                progress_bar=show_progress,
+                show_progress=show_progress,
                 state=accelerate_state,
             )
             if accelerate_state is not None and not accelerate_state.is_main_process:
@@ -457,7 +459,11 @@ class PoseAnimatePipeline(DiffusionPipeline):
 
     @staticmethod
     def _subject(prompt: str, subject: str | None, decoupling: str | None) -> str | None:
-        if subject is not None or decoupling is None:
+        """The subject word whose masks decoupling uses; `None` without decoupling, which needs no masks (the
+        fast modes then skip PACM's frame stage, which only records them)."""
+        if decoupling is None:
+            return None
+        if subject is not None:
             return subject
         found = find_subject(prompt)
         if found is None:

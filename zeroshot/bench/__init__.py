@@ -24,7 +24,7 @@ class Measurement:
     Args:
         seconds (`float`): median wall time of one call.
         peak_memory_bytes (`int`): on CUDA, peak allocated GPU memory during a call; on the CPU, peak growth of the
-            process's resident memory over its level before the call (sampled every millisecond).
+            process's resident memory over its level before the call (sampled every 2 ms).
     """
 
     seconds: float

@@ -89,7 +89,7 @@ def main(args: argparse.Namespace) -> None:
 
     def run_mode(name: str):
         def run() -> None:
-            result = run_pacm(components, latent, prompt, source_pose, targets, modes[name], progress_bar=False)
+            result = run_pacm(components, latent, prompt, source_pose, targets, modes[name], show_progress=False)
             runs[name].append(result)
 
         return run
@@ -125,14 +125,15 @@ def _batched_vs_sequential(components, result, prompt, targets, settings, args) 
     schedule = DDIMSchedule.from_scheduler(components.scheduler, settings.num_inference_steps)
     denoiser = ControlledDenoiser(components, EvaluationCounter(), settings.controlnet_conditioning_scale)
     source = SourceConditioning(result.source_embeddings, result.fixed_embedding, result.optimized_slot)
-    recording = subject_attention_recording(
-        components.unet, prompt.subject_token_indices, tuple(result.latents.shape[-2:])
-    )
     poses = targets.to(device)
+    latent_size = tuple(result.latents.shape[-2:])
 
     def frames(chunk: int):
         def run() -> None:
-            with denoiser.counter.stage("frames"):
+            with (
+                denoiser.counter.stage("frames"),
+                subject_attention_recording(components.unet, prompt.subject_token_indices, latent_size) as recording,
+            ):
                 for start in range(0, len(poses), chunk):
                     frame_conditioning(
                         denoiser, schedule, result.latents, source, poses[start : start + chunk], settings, recording

@@ -12,15 +12,37 @@ Stages (all with the OpenPose ControlNet in every UNet pass):
 Entry point: [`run_pacm`]; results are cached on disk, resumable, and can be sharded over processes.
 """
 
-from .arguments import add_pacm_arguments, default_cache_dir, pacm_cache_dir_from_args, pacm_settings_from_args
-from .cache import CACHE_FORMAT, PACMCache, input_identity, model_fingerprint, weights_fingerprint
-from .counters import EvaluationCounter, StageStats
-from .ddim import DDIMSchedule, guided_noise
-from .denoiser import ControlledDenoiser
-from .progress import PACMProgress
-from .reconstruction import reconstruct_source, relative_error
-from .run import PACMResult, run_pacm
-from .settings import PACM_MODES, STAGES, PACMSettings
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+# Public names -> the submodule defining them. They are imported on first use, so that scripts can build their
+# command line (`arguments`, `settings`: no torch) without paying for torch, diffusers and accelerate.
+_EXPORTS = {
+    "add_pacm_arguments": "arguments",
+    "default_cache_dir": "arguments",
+    "pacm_cache_dir_from_args": "arguments",
+    "pacm_settings_from_args": "arguments",
+    "CACHE_FORMAT": "cache",
+    "PACMCache": "cache",
+    "input_identity": "cache",
+    "model_fingerprint": "cache",
+    "weights_fingerprint": "cache",
+    "EvaluationCounter": "counters",
+    "StageStats": "counters",
+    "DDIMSchedule": "ddim",
+    "guided_noise": "ddim",
+    "ControlledDenoiser": "denoiser",
+    "PACMProgress": "progress",
+    "reconstruct_source": "reconstruction",
+    "relative_error": "reconstruction",
+    "PACMResult": "run",
+    "run_pacm": "run",
+    "PACM_MODES": "settings",
+    "STAGES": "settings",
+    "PACMSettings": "settings",
+}
 
 __all__ = [
     "CACHE_FORMAT",
@@ -46,3 +68,22 @@ __all__ = [
     "run_pacm",
     "weights_fingerprint",
 ]
+
+if TYPE_CHECKING:
+    from .arguments import add_pacm_arguments, default_cache_dir, pacm_cache_dir_from_args, pacm_settings_from_args
+    from .cache import CACHE_FORMAT, PACMCache, input_identity, model_fingerprint, weights_fingerprint
+    from .counters import EvaluationCounter, StageStats
+    from .ddim import DDIMSchedule, guided_noise
+    from .denoiser import ControlledDenoiser
+    from .progress import PACMProgress
+    from .reconstruction import reconstruct_source, relative_error
+    from .run import PACMResult, run_pacm
+    from .settings import PACM_MODES, STAGES, PACMSettings
+
+
+def __getattr__(name: str) -> object:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

@@ -36,6 +36,12 @@ class FrameConditioning:
     embeddings: torch.Tensor | None
     attention_maps: torch.Tensor | None
 
+    def frame(self, position: int, device: torch.device | str) -> dict[str, torch.Tensor]:
+        """Frame `position`'s tensors by name (`"embeddings"` `[T, L, D]`, `"attention_maps"` `[T, h, w]`, those
+        that are set), copied to `device` (copies, so they do not keep the whole batch alive)."""
+        named = {"embeddings": self.embeddings, "attention_maps": self.attention_maps}
+        return {name: tensor[position].to(device, copy=True) for name, tensor in named.items() if tensor is not None}
+
 
 def frame_conditioning(
     denoiser: ControlledDenoiser,

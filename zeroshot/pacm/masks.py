@@ -7,8 +7,15 @@ from contextlib import contextmanager
 
 import torch
 from diffusers import UNet2DConditionModel
+from diffusers.models.attention_processor import Attention
 
-from hooks import CROSS_ATTENTION, CrossAttentionRecorder, attention_maps_to_masks, install_attn_processors
+from hooks import (
+    CROSS_ATTENTION,
+    CrossAttentionRecorder,
+    attention_maps_to_masks,
+    install_attn_processors,
+    select_attn_processor_names,
+)
 
 from .optimization import Recording
 
@@ -16,33 +23,86 @@ from .optimization import Recording
 MAX_ATTENTION_TOKENS = 32 * 32
 
 
+class _SwitchedRecorder:
+    """On every cross-attention layer for a whole stage: inside [`record`] a layer runs the recorder, outside it the
+    processor the layer had before, so passes that are not recorded compute exactly what they would without it.
+
+    Args:
+        recorder ([`~hooks.CrossAttentionRecorder`]): records the subject tokens' maps.
+        previous (`dict[Attention, object]`): each hooked layer's processor before installation.
+    """
+
+    def __init__(self, recorder: CrossAttentionRecorder, previous: dict[Attention, object]):
+        self.recorder = recorder
+        self.previous = previous
+        self.recording = False
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        processor = self.recorder if self.recording else self.previous[attn]
+        if temb is not None:
+            kwargs["temb"] = temb
+        return processor(
+            attn, hidden_states, encoder_hidden_states=encoder_hidden_states, attention_mask=attention_mask, **kwargs
+        )
+
+    @contextmanager
+    def record(self) -> Iterator[Callable[[], torch.Tensor]]:
+        """Records the passes inside the block (the recorder starts empty); yields the function that reads the maps."""
+        self.recorder.reset()
+        self.recording = True
+        try:
+            yield self.recorder.attention_maps
+        finally:
+            self.recording = False
+
+
+@contextmanager
 def subject_attention_recording(
     unet: UNet2DConditionModel, token_indices: Sequence[int], latent_size: tuple[int, int]
-) -> Recording | None:
-    """A [`Recording`] of the attention maps of `token_indices` in the UNet's cross-attention layers, or `None` when
-    there are no subject tokens.
+) -> Iterator[Recording | None]:
+    """Installs a recorder of the attention maps of `token_indices` on the UNet's cross-attention layers for the
+    block, and yields a [`Recording`] (`None` when there are no subject tokens, and nothing is installed).
 
-    Each use installs the recorder on the UNet's cross-attention layers for one forward pass and restores the
-    previous processors afterwards (also on error).
+    The layers' processors are replaced once, not around every pass (replacing them walks the whole UNet, about 8 ms
+    on Stable Diffusion 1.5); each use of the recording records one pass, and passes outside a recording run the
+    layers' previous processors. The previous processors are restored when the block ends, also on error.
 
     Args:
         unet (`UNet2DConditionModel`): the UNet.
         token_indices (`Sequence[int]`): positions of the subject's tokens in the prompt.
         latent_size (`tuple[int, int]`): `(h, w)` of the latents; maps come at this size.
+
+    Example:
+
+    ```py
+    >>> with subject_attention_recording(unet, [5], (64, 64)) as recording:
+    ...     with recording() as read_maps:
+    ...         noise = unet(latents, t, text).sample
+    ...     maps = read_maps()  # [batch, 64, 64]
+    ```
     """
     if not token_indices:
-        return None
+        yield None
+        return
     recorder = CrossAttentionRecorder(
         token_indices=list(token_indices), latent_size=latent_size, max_tokens=MAX_ATTENTION_TOKENS
     )
-
-    @contextmanager
-    def record() -> Iterator[Callable[[], torch.Tensor]]:
-        with install_attn_processors(unet, recorder, CROSS_ATTENTION):
-            recorder.reset()
-            yield recorder.attention_maps
-
-    return record
+    processors = unet.attn_processors
+    previous = {
+        unet.get_submodule(name.removesuffix(".processor")): processors[name]
+        for name in select_attn_processor_names(unet, CROSS_ATTENTION)
+    }
+    switched = _SwitchedRecorder(recorder, previous)
+    with install_attn_processors(unet, switched, CROSS_ATTENTION):
+        yield switched.record
 
 
 def character_masks(attention_maps: torch.Tensor, threshold: float) -> torch.Tensor:

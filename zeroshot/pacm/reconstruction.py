@@ -29,7 +29,7 @@ def reconstruct_source(components: ModelComponents, result: PACMResult, source_p
     pose = (source_pose[None] if source_pose.ndim == 3 else source_pose).to(denoiser.device, torch.float32)
     latents = result.latents[-1][None]
     for step in range(len(schedule)):
-        text = torch.stack(result.guidance_embeddings(step))
+        text = torch.cat(result.step_embeddings(step, [0], denoiser.device))
         noise = denoiser(
             latents.expand(2, -1, -1, -1), int(schedule.timesteps[step]), text, pose.expand(2, -1, -1, -1)
         )

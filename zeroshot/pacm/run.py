@@ -4,9 +4,10 @@ masks, evaluation counts; cached, resumable and shardable across processes."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 from accelerate import PartialState
 
@@ -14,6 +15,7 @@ from ..components import ModelComponents
 from ..errors import ZeroshotError
 from ..prompts import PromptEmbeddings
 from .cache import PACMCache, cache_key, model_fingerprint
+from .conditions import PoseImages
 from .counters import EvaluationCounter, StageStats
 from .ddim import DDIMSchedule
 from .denoiser import ControlledDenoiser
@@ -29,7 +31,13 @@ from .source import SourceConditioning, source_conditioning
 @dataclass
 class PACMResult:
     """Everything generation needs from PACM. Steps are sampling steps, noisiest first: step `i` goes from timestep
-    `timesteps[i]` (latent `Z_{T-i}`) to the next. Tensors are on the UNet's device, float32.
+    `timesteps[i]` (latent `Z_{T-i}`) to the next. Video frame 0 is the source; video frame `k >= 1` is target pose
+    `k - 1`.
+
+    Tensors are float32. What grows with the number of frames (`frame_embeddings`, `attention_maps`, `masks`) stays on
+    the CPU, so a long sequence never has to fit on the device: take what a window of frames needs at one step with
+    [`step_embeddings`] and `masks[frames, step]`. The rest (`timesteps`, `latents`, `fixed_embedding`,
+    `source_embeddings`, `source_offsets`) is on the UNet's device.
 
     Args:
         settings ([`PACMSettings`]): the settings of the run.
@@ -40,14 +48,14 @@ class PACMResult:
             `"unconditional"`; `fixed_embedding` fills the other.
         fixed_embedding (`torch.Tensor`): `[L, D]`.
         source_embeddings (`torch.Tensor`): `[T, L, D]` the source's per-step embeddings `∅_s,t` (frame 0).
-        frame_embeddings (`torch.Tensor | None`): `[F, T, L, D]` each target frame's per-step pose-aware embeddings
-            `∅~_i,t` (paper mode); `None` in the fast modes, where frames use `source_embeddings`.
+        frame_embeddings (`torch.Tensor | None`): `[F, T, L, D]` on the CPU, each target frame's per-step pose-aware
+            embeddings `∅~_i,t` (paper mode); `None` in the fast modes, where frames use `source_embeddings`.
         source_offsets (`torch.Tensor | None`): `[T, 4, h, w]` in direct mode: added to every frame's latent (frame 0
             and the target frames) after sampling step `i`; frame 0 then retraces `latents` exactly.
-        attention_maps (`torch.Tensor | None`): `[F, T, h, w]` subject-token cross-attention maps of each target frame
-            at each step (`None` without a subject).
-        masks (`torch.Tensor | None`): `[F, T, h, w]` float32 character masks `M_i,t` (0 or 1) from `attention_maps`:
-            each map divided by its maximum, then `> settings.mask_threshold`.
+        attention_maps (`torch.Tensor | None`): `[F, T, h, w]` on the CPU, subject-token cross-attention maps of each
+            target frame at each step (`None` without a subject).
+        masks (`torch.Tensor | None`): `[F, T, h, w]` on the CPU, character masks `M_i,t` (0 or 1) from
+            `attention_maps`: each map divided by its maximum, then `> settings.mask_threshold`.
         num_frames (`int`): the number of target frames `F`.
         stats (`dict[str, StageStats]`): per stage (`"ddim_inversion"`, `"source"`, `"frames"`): UNet forward and
             backward evaluations, wall time, what came from the cache.
@@ -71,15 +79,38 @@ class PACMResult:
     def guidance_scale(self) -> float:
         return self.settings.guidance_scale
 
-    def guidance_embeddings(self, step: int, frame: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The `(unconditional, conditional)` `[L, D]` embeddings of sampling step `step` for target frame `frame`
-        (0-based index into the target poses), or for the source (frame 0 of the video) when `frame` is `None`."""
-        per_step = self.source_embeddings
-        if frame is not None and self.frame_embeddings is not None:
-            per_step = self.frame_embeddings[frame]
-        if self.optimized_slot == "conditional":
-            return self.fixed_embedding, per_step[step]
-        return per_step[step], self.fixed_embedding
+    def step_embeddings(
+        self, step: int, frames: Sequence[int], device: torch.device | str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The `(unconditional, conditional)` embeddings `[len(frames), L, D]` of sampling step `step` for the video
+        frames `frames` (0 is the source, `k >= 1` target pose `k - 1`), on `device`.
+
+        Only the rows of `frames` at `step` are copied to the device, so a window of frames costs what it uses
+        whatever the length of the sequence. In the fast modes every frame gets the source's embeddings.
+
+        Args:
+            step (`int`): the sampling step (0 is the noisiest).
+            frames (`Sequence[int]`): video frame ids, each in `[0, num_frames]`.
+            device (`torch.device` or `str`, *optional*): defaults to the device of `source_embeddings`.
+
+        Example:
+
+        ```py
+        >>> unconditional, conditional = result.step_embeddings(step, [0, 1, 2, 3], device="cuda")
+        >>> text = torch.cat([unconditional, conditional])  # classifier-free guidance batch of 4 frames
+        ```
+        """
+        ids = torch.as_tensor(list(frames), dtype=torch.long)
+        if ids.ndim != 1 or (ids.numel() and not 0 <= int(ids.min()) <= int(ids.max()) <= self.num_frames):
+            raise ValueError(f"frames must be video frame ids in [0, {self.num_frames}]; got {list(frames)}.")
+        device = self.source_embeddings.device if device is None else torch.device(device)
+        source = self.source_embeddings[step].to(device)
+        optimized = source.expand(len(ids), *source.shape)
+        if self.frame_embeddings is not None:
+            rows = self.frame_embeddings[(ids - 1).clamp(min=0), step].to(device)
+            optimized = torch.where((ids == 0).to(device)[:, None, None], source, rows)
+        fixed = self.fixed_embedding.to(device).expand(len(ids), *self.fixed_embedding.shape)
+        return (fixed, optimized) if self.optimized_slot == "conditional" else (optimized, fixed)
 
     def stats_dict(self) -> dict[str, dict[str, int | float | bool]]:
         """`stats` as plain values, for `report.json`."""
@@ -90,14 +121,14 @@ def run_pacm(
     components: ModelComponents,
     source_latent: torch.Tensor,
     prompt: PromptEmbeddings,
-    source_pose: torch.Tensor,
-    target_poses: torch.Tensor,
+    source_pose: torch.Tensor | np.ndarray,
+    target_poses: torch.Tensor | np.ndarray,
     settings: PACMSettings | None = None,
     *,
     cache_dir: str | os.PathLike | None = None,
     cache_identity: str | None = None,
     callback: Callable[[PACMProgress], None] | None = None,
-    progress_bar: bool = True,
+    show_progress: bool = True,
     state: PartialState | None = None,
 ) -> PACMResult:
     """Runs PoseAnimate's Pose-Aware Control Module (Sec. 3.2, Alg. 1) or one of its fast modes.
@@ -106,7 +137,12 @@ def run_pacm(
     2. The source's per-step conditioning at `settings.guidance_scale`: pose-aware inversion (paper), the prompt in
        both slots (negative-prompt) or latent offsets (direct).
     3. Every target frame's per-step conditioning from `Z_T` with its own pose (Alg. 1 in paper mode), batched by
-       `settings.frame_chunk_size`, with the subject-token cross-attention maps recorded as character masks.
+       `settings.frame_chunk_size`, with the subject-token cross-attention maps recorded as character masks. The fast
+       modes run this stage only for the masks: without a subject they skip it.
+
+    Memory does not grow with the number of frames on the device: target poses stay where they are given and only
+    the chunk being optimised is converted and moved to the device; finished frames go to the CPU (see
+    [`PACMResult`]).
 
     With `cache_dir`, each stage and each frame is stored as soon as it is done (see [`~zeroshot.pacm.cache`]): a
     second run on the same inputs evaluates nothing, and a run stopped part-way resumes at the first unfinished
@@ -119,8 +155,11 @@ def run_pacm(
         source_latent (`torch.Tensor`): `[1, 4, h, w]` or `[4, h, w]` the source image's latent, scaled by the VAE's
             scaling factor.
         prompt ([`PromptEmbeddings`]): from [`encode_prompt`]; its `subject_token_indices` select the mask tokens.
-        source_pose (`torch.Tensor`): `[1, 3, 8h, 8w]` or `[3, 8h, 8w]` the source pose's ControlNet image, in [0, 1].
-        target_poses (`torch.Tensor`): `[F, 3, 8h, 8w]` the target frames' pose images, in [0, 1] (F may be 0).
+        source_pose (`torch.Tensor` or `np.ndarray`): the source pose image: a float tensor `[1, 3, 8h, 8w]` or
+            `[3, 8h, 8w]` in [0, 1] (a ControlNet input), or `uint8` RGB `[1, 8h, 8w, 3]` or `[8h, 8w, 3]`.
+        target_poses (`torch.Tensor` or `np.ndarray`): the target frames' pose images (F may be 0): a float tensor
+            `[F, 3, 8h, 8w]` in [0, 1], or `uint8` RGB `[F, 8h, 8w, 3]` (an array or a tensor), converted a chunk at
+            a time with [`~zeroshot.imaging.to_condition_tensor`]. Keep a long sequence on the CPU.
         settings ([`PACMSettings`], *optional*): defaults to the paper's settings.
         cache_dir (`str` or `os.PathLike`, *optional*): where results are cached; `None` caches nothing.
         cache_identity (`str`, *optional*): a digest of the raw inputs `source_latent` and `prompt` were made from
@@ -128,9 +167,11 @@ def run_pacm(
             vary in their last bits with the device and thread count; give it whenever the cache should be reused.
         callback (`Callable[[PACMProgress], None]`, *optional*): called after every step of every stage; raise from
             it to stop the run.
-        progress_bar (`bool`, *optional*, defaults to `True`): show tqdm bars (on the main process only).
+        show_progress (`bool`, *optional*, defaults to `True`): show tqdm bars (on the main process only).
         state (`accelerate.PartialState`, *optional*): under `accelerate launch`, shards the target frames across
-            the processes; every process returns the full result.
+            the processes; every process returns the full result, after the run's last collective (nothing is left
+            in flight). The process group stays the script's: end it on every process with
+            `state.destroy_process_group()` once it communicates no more.
 
     Returns:
         [`PACMResult`]
@@ -142,15 +183,17 @@ def run_pacm(
     >>> from zeroshot.prompts import encode_prompt
     >>> prompt = encode_prompt(components, "a photo of an astronaut", subject="astronaut")
     >>> latent = components.vae.encode(image * 2 - 1).latent_dist.mean * components.vae.config.scaling_factor
-    >>> result = run_pacm(components, latent, prompt, source_pose, target_poses, PACMSettings(), cache_dir="cache")
+    >>> # pose images: uint8 [F + 1, 512, 512, 3], the source's pose first
+    >>> result = run_pacm(components, latent, prompt, pose_images[0], pose_images[1:], cache_dir="cache")
     >>> result.frame_embeddings.shape, result.masks.shape, result.stats["source"].backward
     ```
     """
     settings = settings if settings is not None else PACMSettings()
     device = components.unet.device
-    source_latent, source_pose, target_poses = _validated_inputs(
+    source_latent, source_poses, target_poses = _validated_inputs(
         components, source_latent, prompt, source_pose, target_poses, device
     )
+    source_pose = source_poses.conditions([0], device)
     prompt = PromptEmbeddings(
         prompt.conditional.to(device, torch.float32),
         prompt.unconditional.to(device, torch.float32),
@@ -161,10 +204,10 @@ def run_pacm(
     schedule = DDIMSchedule.from_scheduler(components.scheduler, settings.num_inference_steps)
     cache = PACMCache(cache_dir)
     sharding = FrameSharding(state)
-    num_frames = target_poses.shape[0]
-    reporter = ProgressReporter(callback, progress_bar and sharding.is_main_process, num_frames)
+    num_frames = len(target_poses)
+    reporter = ProgressReporter(callback, show_progress and sharding.is_main_process, num_frames)
     keys = (
-        _CacheKeys(components, source_latent, prompt, source_pose, target_poses, settings, cache_identity)
+        _CacheKeys(components, source_latent, prompt, source_poses, target_poses, settings, cache_identity)
         if cache.enabled
         else None
     )
@@ -210,8 +253,8 @@ class _CacheKeys:
         components: ModelComponents,
         source_latent: torch.Tensor,
         prompt: PromptEmbeddings,
-        source_pose: torch.Tensor,
-        target_poses: torch.Tensor,
+        source_pose: PoseImages,
+        target_poses: PoseImages,
         settings: PACMSettings,
         identity: str | None,
     ):
@@ -219,11 +262,17 @@ class _CacheKeys:
         inversion_fields = settings.stage_fields("ddim_inversion")
         # The caller's identity of the raw inputs stands for the encoders' outputs, whose last bits vary by device.
         inputs = [identity] if identity is not None else [source_latent, prompt.conditional]
-        self.inversion = cache_key("ddim_inversion", [fingerprint, *inputs, source_pose, inversion_fields])
+        # Poses are hashed as their float ControlNet inputs made on the CPU, one frame at a time: a uint8 pose image
+        # and the float image made from it share their results, whatever the device.
+        pose = source_pose.conditions([0], "cpu")
+        self.inversion = cache_key("ddim_inversion", [fingerprint, *inputs, pose, inversion_fields])
         negative = [] if identity is not None else [prompt.unconditional]
         self.source = cache_key("source", [self.inversion, *negative, settings.stage_fields("source")])
         frame_fields = [list(prompt.subject_token_indices), settings.stage_fields("frames")]
-        self.frames = [cache_key("frames", [self.source, pose, *frame_fields]) for pose in target_poses]
+        self.frames = [
+            cache_key("frames", [self.source, target_poses.conditions([index], "cpu")[0], *frame_fields])
+            for index in range(len(target_poses))
+        ]
 
 
 def _inversion_stage(
@@ -301,9 +350,6 @@ def _source_stage(
         return source
 
 
-_FRAME_TENSORS = ("embeddings", "attention_maps")
-
-
 def _frames_stage(
     denoiser: ControlledDenoiser,
     schedule: DDIMSchedule,
@@ -312,22 +358,22 @@ def _frames_stage(
     latents: torch.Tensor,
     source: SourceConditioning,
     prompt: PromptEmbeddings,
-    target_poses: torch.Tensor,
+    target_poses: PoseImages,
     settings: PACMSettings,
     sharding: FrameSharding,
     reporter: ProgressReporter,
 ) -> FrameConditioning:
-    num_steps, num_frames = len(schedule), target_poses.shape[0]
+    num_steps, num_frames = len(schedule), len(target_poses)
     if settings.mode != "paper" and not prompt.subject_token_indices:
         return FrameConditioning(embeddings=None, attention_maps=None)  # fast modes compute frames only for masks
+    results = _FrameResults(num_frames)
     with denoiser.counter.stage("frames") as stats:
         # The main process decides which frames are pending, so that all processes split the same list.
-        results: dict[int, dict[str, torch.Tensor]] = {}
         if sharding.is_main_process:
             for index in range(num_frames):
                 stored = cache.load("frames", keys.frames[index]) if keys is not None else None
                 if stored is not None:
-                    results[index] = stored
+                    results.put(index, stored)
             stats.frames_from_cache = len(results)
             stats.cached = num_frames > 0 and len(results) == num_frames
         pending = sharding.broadcast([index for index in range(num_frames) if index not in results])
@@ -338,51 +384,67 @@ def _frames_stage(
                     raise ZeroshotError(
                         f"The PACM cache file of frame {index} became unreadable during the run; run again."
                     )
-                results[index] = stored
-        results = {
-            index: {name: t.to(denoiser.device) for name, t in stored.items()} for index, stored in results.items()
-        }
+                results.put(index, stored)
         reporter.add_frames(len(results))
         mine = sharding.split(pending)
-        recording = subject_attention_recording(denoiser.unet, prompt.subject_token_indices, latents.shape[-2:])
         reporter.start("frames", len(mine) * num_steps)
         computed: list[tuple[int, dict[str, torch.Tensor]]] = []
-        for start in range(0, len(mine), settings.frame_chunk_size):
-            chunk = mine[start : start + settings.frame_chunk_size]
-            conditioning = frame_conditioning(
-                denoiser,
-                schedule,
-                latents,
-                source,
-                target_poses[chunk],
-                settings,
-                recording,
-                on_step=lambda step: reporter.step("frames", step, num_steps),
-            )
-            for position, index in enumerate(chunk):
-                tensors = {
-                    name: getattr(conditioning, name)[position]
-                    for name in _FRAME_TENSORS
-                    if getattr(conditioning, name) is not None
-                }
-                if keys is not None:
-                    cache.save("frames", keys.frames[index], tensors, settings.stage_fields("frames"))
-                if sharding.num_processes > 1:
-                    tensors = {name: tensor.cpu() for name, tensor in tensors.items()}
-                computed.append((index, tensors))
-            reporter.add_frames(len(chunk))
-        for index, tensors in sharding.gather(computed):
-            results[index] = _on(tensors, denoiser.device)
-    stacked = {
-        name: torch.stack([results[index][name] for index in range(num_frames)])
-        for name in _FRAME_TENSORS
-        if num_frames and name in results[0]
-    }
-    return FrameConditioning(**{name: stacked.get(name) for name in _FRAME_TENSORS})
+        # Installed once for the stage; each recorded pass only resets the recorder.
+        with subject_attention_recording(
+            denoiser.unet, prompt.subject_token_indices, tuple(latents.shape[-2:])
+        ) as recording:
+            for start in range(0, len(mine), settings.frame_chunk_size):
+                chunk = mine[start : start + settings.frame_chunk_size]
+                conditioning = frame_conditioning(
+                    denoiser,
+                    schedule,
+                    latents,
+                    source,
+                    target_poses.conditions(chunk, denoiser.device),
+                    settings,
+                    recording,
+                    on_step=lambda step: reporter.step("frames", step, num_steps),
+                )
+                for position, index in enumerate(chunk):
+                    tensors = conditioning.frame(position, "cpu")
+                    if keys is not None:
+                        cache.save("frames", keys.frames[index], tensors, settings.stage_fields("frames"))
+                    results.put(index, tensors)
+                    if sharding.num_processes > 1:
+                        computed.append((index, tensors))
+                reporter.add_frames(len(chunk))
+        if sharding.num_processes > 1:
+            for index, tensors in sharding.gather(computed):
+                results.put(index, tensors)
+    return results.conditioning()
 
 
-def _on(tensors: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {name: tensor.to(device) for name, tensor in tensors.items()}
+class _FrameResults:
+    """Per-frame results on the CPU, each copied into one `[F, ...]` tensor per kind as it comes (from the cache,
+    this process or another), so that no frame is held twice."""
+
+    def __init__(self, num_frames: int):
+        self.num_frames = num_frames
+        self.tensors: dict[str, torch.Tensor] = {}
+        self.done: set[int] = set()
+
+    def put(self, index: int, tensors: dict[str, torch.Tensor]) -> None:
+        for name, tensor in tensors.items():
+            if name not in self.tensors:
+                self.tensors[name] = torch.empty(self.num_frames, *tensor.shape, dtype=torch.float32)
+            self.tensors[name][index] = tensor
+        self.done.add(index)
+
+    def __contains__(self, index: int) -> bool:
+        return index in self.done
+
+    def __len__(self) -> int:
+        return len(self.done)
+
+    def conditioning(self) -> FrameConditioning:
+        return FrameConditioning(
+            embeddings=self.tensors.get("embeddings"), attention_maps=self.tensors.get("attention_maps")
+        )
 
 
 def _to(source: SourceConditioning, device: torch.device | str) -> SourceConditioning:
@@ -414,32 +476,21 @@ def _validated_inputs(
     components: ModelComponents,
     source_latent: torch.Tensor,
     prompt: PromptEmbeddings,
-    source_pose: torch.Tensor,
-    target_poses: torch.Tensor,
+    source_pose: torch.Tensor | np.ndarray,
+    target_poses: torch.Tensor | np.ndarray,
     device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The inputs as float32 on `device`, with batch dimensions; `ValueError` naming any bad shape or range."""
+) -> tuple[torch.Tensor, PoseImages, PoseImages]:
+    """The source latent as float32 on `device` with a batch dimension, and the source and target poses as given;
+    `ValueError` naming any bad shape or range."""
     latent = source_latent[None] if source_latent.ndim == 3 else source_latent
     channels = components.unet.config.in_channels
     if latent.ndim != 4 or latent.shape[:2] != (1, channels):
         raise ValueError(f"source_latent must be [1, {channels}, h, w]; got {tuple(source_latent.shape)}.")
     scale = 2 ** (len(components.vae.config.block_out_channels) - 1)
     size = (latent.shape[-2] * scale, latent.shape[-1] * scale)
-    pose = source_pose[None] if source_pose.ndim == 3 else source_pose
-    for name, images, frames in (("source_pose", pose, 1), ("target_poses", target_poses, None)):
-        if (
-            images.ndim != 4
-            or images.shape[1] != 3
-            or tuple(images.shape[-2:]) != size
-            or frames not in (None, len(images))
-        ):
-            raise ValueError(
-                f"{name} must be [{frames or 'frames'}, 3, {size[0]}, {size[1]}] (the latent's size times {scale}); "
-                f"got {tuple(images.shape)}."
-            )
-        if images.numel() and (not images.is_floating_point() or images.min() < 0 or images.max() > 1):
-            raise ValueError(f"{name} must be float images in [0, 1] (ControlNet inputs), not {images.dtype} values.")
+    pose = PoseImages(source_pose[None] if source_pose.ndim == 3 else source_pose, size, "source_pose", num_frames=1)
+    targets = PoseImages(target_poses, size, "target_poses")
     dim = components.unet.config.cross_attention_dim
     if prompt.conditional.shape[-1] != dim:
         raise ValueError(f"prompt embeddings have width {prompt.conditional.shape[-1]}; the UNet expects {dim}.")
-    return tuple(tensor.to(device, torch.float32) for tensor in (latent, pose, target_poses))
+    return latent.to(device, torch.float32), pose, targets
