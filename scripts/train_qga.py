@@ -21,11 +21,10 @@ from dataclasses import fields
 
 from zeroshot.cli import run
 from zeroshot.defaults import DEFAULT_MODEL
+from zeroshot.qffusion.settings import TrainingSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from zeroshot.qffusion.training import TrainingSettings
-
     defaults = {field.name: field.default for field in fields(TrainingSettings)}
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL, help="base model: hub id or folder (default: %(default)s)")
@@ -65,12 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from zeroshot.qffusion.training import TrainingSettings, train_qga
-
     args = vars(build_parser().parse_args(argv))
-    logging.getLogger("accelerate").setLevel(logging.WARNING)
     args["show_progress"] = not args.pop("no_progress")
-    final = train_qga(TrainingSettings(**args))
+    settings = TrainingSettings(**args)
+    settings.check()  # before torch is imported
+
+    from zeroshot.qffusion.training import train_qga
+
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
+    final = train_qga(settings)
     from accelerate import PartialState
 
     if PartialState().is_main_process:

@@ -221,3 +221,23 @@ def test_train_script_errors(full_run, settings, tmp_path, capsys):
          *common],
     )  # fmt: skip
     assert "No video is long enough for four frames 6 apart (19 frames); the longest has 14" in message
+
+
+def test_scripts_teach_and_refuse_bad_settings_without_loading_torch(tmp_path):
+    """`--help` of edit.py and train_qga.py, and train_qga.py's settings errors, must not pay for torch."""
+    code = (
+        "import runpy, sys\n"
+        "for argv in ([sys.argv[1], '--help'], [sys.argv[2], '--help'],\n"
+        "             [sys.argv[2], '--data', 'd', '--out', sys.argv[3], '--max-steps', '0']):\n"
+        "    sys.argv = argv\n"
+        "    try:\n        runpy.run_path(argv[0], run_name='__main__')\n"
+        "    except SystemExit as exit:\n        print('exit', exit.code)\n"
+        "print('heavy:', sorted({'torch', 'diffusers', 'transformers'} & set(sys.modules)))"
+    )
+    scripts = [str(ROOT / "scripts" / name) for name in ("edit.py", "train_qga.py")]
+    result = subprocess.run(
+        [sys.executable, "-c", code, *scripts, str(tmp_path / "run")], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("exit 0") == 2 and "exit 2" in result.stdout and "heavy: []" in result.stdout
+    assert "error: --max-steps must be at least 1, got 0." in result.stderr and "Traceback" not in result.stderr

@@ -44,7 +44,7 @@ _EXPORTS = {
     "jump_cut_landmarks": "editing",
     "reference_arrays": "editing",
     "smooth_jump_cut": "editing",
-    "TrainingSettings": "training",
+    "TrainingSettings": "settings",
     "train_qga": "training",
     "widen_conv_in": "training",
 }

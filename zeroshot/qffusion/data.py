@@ -52,22 +52,6 @@ logger = logging.getLogger(__name__)
 _PREPARATION_VERSION = 2
 
 
-def parse_interval(text: str) -> tuple[int, int]:
-    """`"5"` -> `(5, 5)`; `"2:8"` -> `(2, 8)` (a range, both ends included).
-
-    Raises:
-        [`~zeroshot.errors.ZeroshotError`]: not a positive number or range.
-    """
-    try:
-        low, _, high = str(text).partition(":")
-        interval = (int(low), int(high or low))
-    except ValueError as error:
-        raise ZeroshotError(f"--interval must be a number or a range LOW:HIGH, got {text!r}.") from error
-    if interval[0] < 1 or interval[1] < interval[0]:
-        raise ZeroshotError(f"--interval must be at least 1 (and LOW <= HIGH), got {text!r}.")
-    return interval
-
-
 def find_videos(folder: str | Path) -> list[Path]:
     """The video files in `folder` and its subfolders, sorted.
 
