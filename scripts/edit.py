@@ -2,15 +2,16 @@
 
 Edit the video's first and last frames in any image editor (same size as the video), then:
 
-  python scripts/edit.py --video IN.mp4 --start START.png --end END.png --checkpoint CKPT -o OUT.mp4
+  python scripts/edit.py --video IN.mp4 --start START.png --end END.png --checkpoint CKPT --out OUT.mp4
 
 The conditions (face mesh and shoulders, or OpenPose skeletons, as the checkpoint was trained) come from the input
 video; quadrant-grid propagation regenerates every frame between the two references. The output has the input's frame
-count, frame rate and size, and its first and last frames are START and END.
+count, frame rate and size, and its first and last frames are START and END. Beside it goes OUT.report.json (settings,
+the checkpoint's settings, working size, grids and time per stage).
 
 Jump-cut smoothing: with --jump-cut N and no --video, the conditions of START and END are interpolated over N frames:
 
-  python scripts/edit.py --start BEFORE_CUT.png --end AFTER_CUT.png --jump-cut 12 --checkpoint CKPT -o OUT.mp4
+  python scripts/edit.py --start BEFORE_CUT.png --end AFTER_CUT.png --jump-cut 12 --checkpoint CKPT --out OUT.mp4
 
 CKPT is a diffusers-format model folder with a 12-channel UNet (train_qga.py's final/), or a .safetensors file of UNet
 weights (a training checkpoint's unet.safetensors) completed by the base model given with --model.
@@ -21,9 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from zeroshot.atomic import write_json
 from zeroshot.cli import add_model_arguments, run
 from zeroshot.errors import ZeroshotError
 from zeroshot.video import check_output_path, load_image, read_video, write_video
@@ -36,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--end", required=True, help="edited last frame (the video's size)")
     parser.add_argument("--checkpoint", required=True, help="Qffusion model folder, or .safetensors of UNet weights")
     parser.add_argument("--vae", help="a VAE to use instead of the checkpoint's: diffusers folder or .safetensors")
-    parser.add_argument("-o", "--out", required=True, help="output: .mp4, .gif, or a folder for PNG frames")
+    parser.add_argument("--out", "-o", required=True, help="output: .mp4, .gif, or a folder for PNG frames")
     parser.add_argument(
         "--jump-cut", type=int, metavar="N", help="jump-cut mode: N frames from START to END, no --video"
     )
@@ -74,42 +77,67 @@ def _check_arguments(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     _check_arguments(args)
+    out = Path(args.out)
+    report_path = out.with_name(f"{out.stem}.report.json")
     start, end = load_image(args.start), load_image(args.end)
     video = read_video(args.video) if args.video is not None else None
 
     import torch
 
-    from zeroshot.qffusion import QffusionPipeline, edit_video, load_qffusion_components, smooth_jump_cut
+    from zeroshot.qffusion import (
+        QffusionPipeline,
+        detect_landmarks,
+        edit_video,
+        jump_cut_landmarks,
+        load_qffusion_components,
+        read_qffusion_config,
+        reference_arrays,
+        smooth_jump_cut,
+    )
 
+    # 1. Everything that needs no model: the checkpoint's settings, the references, the landmarks.
+    config = read_qffusion_config(args.checkpoint)
+    start, end = reference_arrays(start, end, video)
+    clock = time.perf_counter()
+    if video is not None:
+        landmarks = detect_landmarks(config.condition, video.frames, show_progress=not args.no_progress)
+    else:
+        landmarks = jump_cut_landmarks(config, start, end, args.jump_cut)
+    landmark_seconds = time.perf_counter() - clock
+
+    # 2. The models, then the frames.
     components, config = load_qffusion_components(
         args.checkpoint, model=args.model, vae=args.vae, device=args.device, dtype=args.dtype, offline=args.offline
     )
     pipe = QffusionPipeline.from_components(components)
     options = {
+        "landmarks": landmarks,
         "schedule": args.schedule,
         "num_inference_steps": args.steps,
         "generator": torch.Generator(components.unet.device).manual_seed(args.seed),
         "batch_size": args.batch_size,
         "resolution": args.resolution,
-        "progress": not args.no_progress,
+        "show_progress": not args.no_progress,
     }
     if video is not None:
         result = edit_video(pipe, config, video, start, end, **options)
     else:
         result = smooth_jump_cut(pipe, config, start, end, args.jump_cut, args.fps, **options)
-    path = write_video(result.video.frames, args.out, result.video.fps)
+
+    # 3. The video first, then the report: a report beside an output means the output is complete.
+    path = write_video(result.video.frames, out, result.video.fps)
     report = {
-        "settings": {key: value for key, value in vars(args).items()},
+        "output": str(path),
+        "settings": vars(args),
         "checkpoint_config": json.loads(config.to_json()),
         "frames": len(result.video),
         "fps": result.video.fps,
         "working_size": list(result.conditions.shape[2:0:-1]),
         "grids": len(result.schedule),
         "waves": len(result.schedule.waves),
-        "seconds": result.seconds,
+        "seconds": {"landmarks": landmark_seconds, **result.seconds},
     }
-    report_path = path / "report.json" if path.is_dir() else path.with_name(f"{path.name}.report.json")
-    report_path.write_text(json.dumps(report, indent=2))
+    write_json(report_path, report)
     print(f"wrote {path} ({len(result.video)} frames at {result.video.fps:g} fps, {len(result.schedule)} grids)")
 
 

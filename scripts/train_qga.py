@@ -1,14 +1,14 @@
 """Fine-tune Stable Diffusion 1.5 into a Qffusion (quadrant-grid) model on a folder of videos.
 
-  python scripts/train_qga.py --model stable-diffusion-v1-5/stable-diffusion-v1-5 --data videos/ --output-dir runs/qga
+  python scripts/train_qga.py --model stable-diffusion-v1-5/stable-diffusion-v1-5 --data videos/ --out runs/qga
 
 Several GPUs: `accelerate launch --multi_gpu --num_processes 4 scripts/train_qga.py ...`. Several CPU processes (for
 trying it out): `python -m torch.distributed.run --nproc_per_node 2 scripts/train_qga.py --cpu ...`.
 
 The UNet's input is widened to 12 channels (new channels zero-initialised); each sample is four frames at a fixed
 interval from a face-centred crop, with their face-mesh renders as conditions. Checkpoints go to
-OUTPUT_DIR/checkpoint-STEP (resume with --resume latest), the loss to OUTPUT_DIR/log.jsonl, and the finished model
-to OUTPUT_DIR/final, which scripts/edit.py --checkpoint takes.
+OUT/checkpoint-STEP (resume with --resume latest), the loss to OUT/log.jsonl, and the finished model to OUT/final,
+which scripts/edit.py --checkpoint takes.
 """
 
 from __future__ import annotations
@@ -21,16 +21,17 @@ from dataclasses import fields
 
 from zeroshot.cli import run
 from zeroshot.defaults import DEFAULT_MODEL
+from zeroshot.qffusion.settings import TrainingSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from zeroshot.qffusion.training import TrainingSettings
-
     defaults = {field.name: field.default for field in fields(TrainingSettings)}
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL, help="base model: hub id or folder (default: %(default)s)")
     parser.add_argument("--data", required=True, help="folder of training videos (searched recursively)")
-    parser.add_argument("--output-dir", required=True, help="checkpoints, log, data cache and final/ go here")
+    parser.add_argument(
+        "-o", "--out", dest="output_dir", required=True, help="run folder: checkpoints, log, data cache and final/"
+    )
     options = [
         ("--resolution", int, "side of the square training frames"),
         ("--interval", str, "frames between the four frames of a sample, or a range LOW:HIGH"),
@@ -63,12 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from zeroshot.qffusion.training import TrainingSettings, train_qga
-
     args = vars(build_parser().parse_args(argv))
+    args["show_progress"] = not args.pop("no_progress")
+    settings = TrainingSettings(**args)
+    settings.check()  # before torch is imported
+
+    from zeroshot.qffusion.training import train_qga
+
     logging.getLogger("accelerate").setLevel(logging.WARNING)
-    args["progress"] = not args.pop("no_progress")
-    final = train_qga(TrainingSettings(**args))
+    final = train_qga(settings)
     from accelerate import PartialState
 
     if PartialState().is_main_process:

@@ -1,7 +1,8 @@
-"""Loading Qffusion checkpoints: a model folder or one safetensors file of UNet weights, their settings, a separate
-VAE, and clear messages for everything else."""
+"""Loading Qffusion checkpoints: a model folder or one safetensors file of UNet weights, their settings (the
+condition drawing's version checked), a separate VAE, and clear messages for everything else."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from zeroshot.qffusion import (
     QffusionConfig,
     QffusionPipeline,
     load_qffusion_components,
+    read_qffusion_config,
     save_qffusion_model,
     save_unet_weights,
 )
@@ -43,13 +45,48 @@ def test_model_folder_round_trip(tmp_path):
 
 
 def test_unet_safetensors_with_base_model(unet12, tiny_components, tiny_model_paths, tmp_path):
+    """The base model gives the UNet's configuration and the other models; its own UNet weights are never read (here
+    they are not even there)."""
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_paths.model, base)
+    for weights in (base / "unet").glob("diffusion_pytorch_model*"):
+        weights.unlink()
     config = QffusionConfig(condition="face", resolution=32)
     path = save_unet_weights(unet12, tmp_path / "unet.safetensors", config)
-    loaded, loaded_config = load_qffusion_components(str(path), model=str(tiny_model_paths.model), device="cpu")
-    assert loaded_config == config
+    loaded, loaded_config = load_qffusion_components(str(path), model=str(base), device="cpu")
+    assert loaded_config == config and loaded.controlnet is None
     assert loaded.unet.config.in_channels == 12 and list(loaded.unet.config.block_out_channels) == [32, 64]
     _assert_same_weights(unet12, loaded.unet)
     _assert_same_weights(tiny_components.vae, loaded.vae)  # the rest comes from the base model
+    _assert_same_weights(tiny_components.text_encoder, loaded.text_encoder)
+    assert loaded.scheduler.config.num_train_timesteps == tiny_components.scheduler.config.num_train_timesteps
+
+
+def test_saving_leaves_nothing_behind_when_it_fails(unet12, tmp_path):
+    (tmp_path / "unet.safetensors").mkdir()  # the finished file cannot take the place of a folder
+    (tmp_path / "unet.safetensors" / "keep").touch()
+    with pytest.raises(OSError):
+        save_unet_weights(unet12, tmp_path / "unet.safetensors", QffusionConfig())
+    assert [path.name for path in tmp_path.iterdir()] == ["unet.safetensors"]  # no half-written file beside it
+
+
+def test_checkpoint_drawn_by_another_rendering_is_refused(unet12, tiny_model_paths, tmp_path):
+    assert QffusionConfig(condition="body").rendering == "openpose-v1"  # the default follows the condition kind
+    old = save_unet_weights(unet12, tmp_path / "old.safetensors", QffusionConfig(rendering="face-v0"))
+    expected = r"drawn by rendering 'face-v0' .* draws 'face-v1'.* fine-tune the checkpoint on 'face-v1'"
+    with pytest.raises(ZeroshotError, match=expected):
+        read_qffusion_config(str(old))
+    with pytest.raises(ZeroshotError, match=expected):
+        load_qffusion_components(str(old), model=str(tiny_model_paths.model))
+    folder = tmp_path / "body"
+    folder.mkdir()
+    (folder / "qffusion.json").write_text(json.dumps({"condition": "body", "rendering": "face-v1"}))
+    with pytest.raises(ZeroshotError, match=r"body conditions drawn by rendering 'face-v1'.* draws 'openpose-v1'"):
+        read_qffusion_config(str(folder))
+    (folder / "qffusion.json").write_text(json.dumps({"condition": "body", "resolution": 64}))
+    assert read_qffusion_config(str(folder)) == QffusionConfig(
+        condition="body", rendering="openpose-v1", resolution=64
+    )
 
 
 def test_checkpoint_without_settings_gets_the_defaults(unet12, tiny_model_paths, tmp_path):

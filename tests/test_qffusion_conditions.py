@@ -12,7 +12,7 @@ from zeroshot.qffusion.conditions import (
     render_portrait_frame,
 )
 from zeroshot.testing import sample_video_path
-from zeroshot.video import read_video
+from zeroshot.video import Fit, read_video
 
 LIPS_RED = (255, 0, 0)
 SHOULDER_YELLOW = (255, 255, 0)
@@ -27,7 +27,7 @@ def frames():
 
 @pytest.fixture(scope="module")
 def landmarks(frames):
-    return detect_portrait_landmarks(frames, progress=False)
+    return detect_portrait_landmarks(frames, show_progress=False)
 
 
 def test_face_mesh_and_shoulders_on_a_real_video(frames, landmarks):
@@ -80,10 +80,9 @@ def test_rendering_hides_unseen_shoulders_and_scales_line_width(landmarks):
 
 
 def test_cropped_landmarks_match_detection_on_the_crop(frames, landmarks):
-    box = (20, 0, 130, 130)  # left, top, width, height in pixels of the 176x144 frame
-    crop = np.asarray(Image.fromarray(frames[0]).crop((20, 0, 150, 130)))
-    detected = detect_portrait_landmarks(crop[None], video=False, progress=False)
-    transformed = landmarks[0].cropped(box, (176, 144))
+    crop = np.asarray(Image.fromarray(frames[0]).crop((20, 0, 150, 130)))  # 130x130 from (20, 0)
+    detected = detect_portrait_landmarks(crop[None], video=False, show_progress=False)
+    transformed = landmarks[0].fitted(Fit((176, 144), 1.0, (176, 144), 20, 0, (130, 130)))
     error = np.abs(detected.face[0, :, :2] - transformed.face[0, :, :2])
     assert np.median(error) < 0.02 and error.max() < 0.08
 
@@ -102,9 +101,9 @@ def test_interpolation(landmarks):
 def test_frames_without_a_face_are_interpolated_and_no_face_at_all_is_an_error(frames):
     black = np.zeros_like(frames[0])
     with_gap = np.stack([frames[0], black, frames[2]])
-    result = detect_portrait_landmarks(with_gap, video=False, progress=False)
-    alone = detect_portrait_landmarks(frames[[0, 2]], video=False, progress=False)
+    result = detect_portrait_landmarks(with_gap, video=False, show_progress=False)
+    alone = detect_portrait_landmarks(frames[[0, 2]], video=False, show_progress=False)
     np.testing.assert_allclose(result.face[1], (alone.face[0] + alone.face[1]) / 2, atol=1e-6)
     np.testing.assert_allclose(result.face[[0, 2]], alone.face, atol=1e-6)
     with pytest.raises(ZeroshotError, match="No face was found in the test frames"):
-        detect_portrait_landmarks(np.stack([black, black]), video=False, progress=False, what="the test frames")
+        detect_portrait_landmarks(np.stack([black, black]), video=False, show_progress=False, what="the test frames")

@@ -128,6 +128,29 @@ def test_hook_matches_hand_written_grid_loop_under_real_schedulers(unet12, name)
     assert results[0].abs().max() < 50 and not torch.allclose(results[0], noise)
 
 
+def test_tiles_a_and_d_carry_the_references_at_the_schedulers_own_noise_level():
+    """The UNet barely couples tiles, so the sampling tests above would hardly notice a wrong noise level in tiles a
+    and d: check the hook's input directly against Euler's sigmas, whose timesteps are fractional."""
+    scheduler = EulerDiscreteScheduler.from_config(SD15_SCHEDULER_CONFIG)
+    scheduler.set_timesteps(8)
+    fractional = [float(t) != int(t) for t in scheduler.timesteps]
+    assert fractional == [False] + [True] * 6 + [False]
+    r_a, r_d, conditions, corner_noise, _ = _grid_inputs(batch=1)
+    hook = QuadrantGridHook(scheduler.alphas_cumprod)
+    hook.set_grid(r_a, r_d, conditions, corner_noise=corner_noise)
+    pair = pack_pair(_latents(1, 30), _latents(1, 31))
+    for step, t in enumerate(scheduler.timesteps):
+        sigma = scheduler.sigmas[step].double()
+        signal, noise_scale = 1 / (1 + sigma**2) ** 0.5, sigma / (1 + sigma**2) ** 0.5
+        tile_a, tile_b, tile_c, tile_d = unpack_quadrant_grid(hook.unet_input(pair, t)[:, 8:])
+        for tile, reference, noise in ((tile_a, r_a, corner_noise[0]), (tile_d, r_d, corner_noise[1])):
+            expected = signal * reference.double() + noise_scale * noise.double()
+            torch.testing.assert_close(tile.double(), expected, rtol=0, atol=1e-5)  # float32 arithmetic
+        assert torch.equal(pack_pair(tile_b, tile_c), pair)
+        if fractional[step]:  # the fraction matters: the integer timestep below stands for another noise level
+            assert abs(float(hook.alpha_bar(float(int(t)), 1)) - float(1 / (1 + sigma**2))) > 1e-5
+
+
 @torch.no_grad()
 def test_hook_outputs_tiles_b_and_c_of_one_forward_pass_and_accepts_every_call_style(unet12):
     r_a, r_d, conditions, corner_noise, text = _grid_inputs(batch=1)

@@ -1,4 +1,5 @@
-"""QffusionPipeline on tiny random models, and dual-frame editing of a real video (the API and scripts/edit.py)."""
+"""QffusionPipeline on tiny random models under every kind of diffusers scheduler, and dual-frame editing of a real
+video, odd-sized included (the API and scripts/edit.py)."""
 
 import importlib.util
 import json
@@ -9,10 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import EulerDiscreteScheduler
+from diffusers import (
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+    LMSDiscreteScheduler,
+    PNDMScheduler,
+    UniPCMultistepScheduler,
+)
 from PIL import Image
 
 from zeroshot.cli import run
+from zeroshot.errors import ZeroshotError
 from zeroshot.qffusion import QffusionConfig, QffusionPipeline, edit_video, save_qffusion_model, smooth_jump_cut
 from zeroshot.qffusion.checkpoint import save_unet_weights
 from zeroshot.testing import SD15_SCHEDULER_CONFIG, build_random_components, sample_video_path
@@ -29,9 +39,7 @@ def components12():
 
 @pytest.fixture(scope="module")
 def pipe(components12):
-    pipe = QffusionPipeline.from_components(components12)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return QffusionPipeline.from_components(components12)
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +53,14 @@ def clip(tmp_path_factory):
     """The first frames of the real carphone video (a man talking in a car), as an .mp4 and decoded."""
     video = read_video(sample_video_path("carphone"), max_frames=CLIP_FRAMES)
     path = write_video(video.frames, tmp_path_factory.mktemp("clip") / "carphone.mp4", video.fps)
+    return path, read_video(path)
+
+
+@pytest.fixture(scope="module")
+def odd_clip(tmp_path_factory):
+    """The carphone clip cut to 175x143 (odd sides, which H.264 cannot store as they are), as a GIF and decoded."""
+    video = read_video(sample_video_path("carphone"), max_frames=CLIP_FRAMES)
+    path = write_video(video.frames[:, :143, :175], tmp_path_factory.mktemp("odd") / "carphone.gif", video.fps)
     return path, read_video(path)
 
 
@@ -62,7 +78,8 @@ def _random_images(count, seed, size=32):
 
 def _run(pipe, conditions, seed=0, **kwargs):
     start, end = _random_images(2, 99)
-    options = {"num_inference_steps": 2, "generator": torch.Generator().manual_seed(seed), **kwargs}
+    options = {"num_inference_steps": 2, "generator": torch.Generator().manual_seed(seed), "show_progress": False}
+    options.update(kwargs)
     return pipe(start, end, conditions, **options)
 
 
@@ -137,41 +154,78 @@ def test_qgp_propagates_through_generated_frames_naive_does_not(pipe):
         assert differs == expected, schedule
 
 
-def test_any_scheduler_and_hook_removed_on_error(pipe):
+SCHEDULERS = {
+    "ddim": DDIMScheduler.from_config,
+    "dpm++": DPMSolverMultistepScheduler.from_config,
+    "euler": EulerDiscreteScheduler.from_config,  # fractional timesteps
+    "heun": HeunDiscreteScheduler.from_config,  # two UNet calls per step
+    "lms": LMSDiscreteScheduler.from_config,  # step() takes no generator
+    "pndm": lambda config: PNDMScheduler.from_config(config, skip_prk_steps=True),  # as SD-1.5 ships it
+    "unipc": UniPCMultistepScheduler.from_config,
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+def test_any_scheduler_and_hook_removed_on_error(pipe, name):
+    """Every scheduler runs, keeps no history from one batch of grids to the next (batched == one grid at a time),
+    reports every UNet call to the callback, and leaves no hook behind when the loop fails."""
     default = pipe.scheduler
+    pipe.scheduler = SCHEDULERS[name](SD15_SCHEDULER_CONFIG)
     try:
-        pipe.scheduler = EulerDiscreteScheduler.from_config(SD15_SCHEDULER_CONFIG)
-        result = _run(pipe, _random_images(5, 6))
-        assert result.frames.shape == (5, 32, 32, 3)
-        assert np.isfinite(result.frames).all() and result.frames[1:-1].std() > 0
+        conditions = _random_images(10, 6)  # waves of 1 and 3 grids
+        calls = []
+
+        def count(pipe, step, timestep, kwargs):
+            calls.append(len(kwargs["grids"]))
+
+        batched = _run(pipe, conditions, batch_size=3, output_type="latent", callback_on_step_end=count).frames
+        single = _run(pipe, conditions, batch_size=1, output_type="latent").frames
+        torch.testing.assert_close(batched, single, rtol=1e-4, atol=1e-4)  # batched convolutions round differently
+        assert torch.isfinite(batched).all() and batched[1:-1].std() > 0
+        pipe.scheduler.set_timesteps(2)
+        assert calls == [1] * len(pipe.scheduler.timesteps) + [3] * len(pipe.scheduler.timesteps)
+
+        def failing_callback(pipe, step, timestep, kwargs):
+            raise RuntimeError("stop")
+
+        with pytest.raises(RuntimeError, match="stop"):
+            _run(pipe, _random_images(5, 6), callback_on_step_end=failing_callback)
+        assert not pipe.unet._forward_pre_hooks and not pipe.unet._forward_hooks
     finally:
         pipe.scheduler = default
 
-    def failing_callback(pipe, step, timestep, kwargs):
-        raise RuntimeError("stop")
 
-    with pytest.raises(RuntimeError, match="stop"):
-        _run(pipe, _random_images(5, 6), callback_on_step_end=failing_callback)
-    assert not pipe.unet._forward_pre_hooks and not pipe.unet._forward_hooks
+def test_scheduler_that_cannot_make_the_schedule_is_explained(pipe):
+    default = pipe.scheduler
+    pipe.scheduler = PNDMScheduler.from_config(SD15_SCHEDULER_CONFIG)  # Runge-Kutta warm-up: at least 4 steps
+    try:
+        with pytest.raises(ZeroshotError, match="PNDMScheduler cannot make a schedule of 2 steps"):
+            _run(pipe, _random_images(4, 6))
+        assert _run(pipe, _random_images(4, 6), num_inference_steps=4).frames.shape == (4, 32, 32, 3)
+    finally:
+        pipe.scheduler = default
 
 
 def test_pipeline_rejects_bad_settings(pipe):
-    with pytest.raises(ValueError, match="multiples of 8"):
+    with pytest.raises(ZeroshotError, match="32x30 is not made of positive multiples of 8"):
         _run(pipe, _random_images(4, 7), height=30)
-    with pytest.raises(ValueError, match="at least 2 frames"):
+    with pytest.raises(ZeroshotError, match=r"Got 1 condition image.*at least 2"):
         _run(pipe, _random_images(1, 7))
+    with pytest.raises(ZeroshotError, match="batch_size must be at least 1"):
+        _run(pipe, _random_images(4, 7), batch_size=0)
     with pytest.raises(ValueError, match="Unknown schedule 'spiral'"):
         _run(pipe, _random_images(4, 7), schedule="spiral")
 
 
-def test_edit_real_video_keeps_count_rate_size_and_references(pipe, clip):
-    _, video = clip
+def test_edit_odd_sized_real_video_keeps_count_rate_size_and_references(pipe, odd_clip):
+    _, video = odd_clip
     start, end = _edited(video.frames[0]), _edited(video.frames[-1])
     config = QffusionConfig(resolution=32)
     result = edit_video(
         pipe, config, video, start, end, num_inference_steps=2, generator=torch.Generator().manual_seed(0),
-        progress=False,
+        show_progress=False,
     )  # fmt: skip
+    assert video.frames.shape == (CLIP_FRAMES, 143, 175, 3)
     assert result.video.frames.shape == video.frames.shape and result.video.fps == video.fps
     assert np.array_equal(result.video.frames[0], start) and np.array_equal(result.video.frames[-1], end)
     assert result.conditions.shape == (CLIP_FRAMES, 32, 40, 3)  # short side 32, aspect kept, multiples of 8
@@ -183,7 +237,7 @@ def test_jump_cut_transition(pipe, clip):
     _, video = clip
     start, end = video.frames[0], _edited(video.frames[-1])
     result = smooth_jump_cut(
-        pipe, QffusionConfig(resolution=32), start, end, 5, 12.5, num_inference_steps=2, progress=False,
+        pipe, QffusionConfig(resolution=32), start, end, 5, 12.5, num_inference_steps=2, show_progress=False,
         generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
     assert result.video.frames.shape == (5, *start.shape) and result.video.fps == 12.5
@@ -200,8 +254,9 @@ def _edit_script():
     return module
 
 
-def test_edit_script_writes_the_whole_video(checkpoint, clip, tmp_path):
-    path, video = clip
+def test_edit_script_writes_the_whole_odd_sized_video(checkpoint, odd_clip, tmp_path):
+    """The reported failure: a 175x143 clip edited to an .mp4 (H.264 needs even sides) must come out whole."""
+    path, video = odd_clip
     Image.fromarray(_edited(video.frames[0])).save(tmp_path / "start.png")
     Image.fromarray(_edited(video.frames[-1])).save(tmp_path / "end.png")
     out = tmp_path / "edited.mp4"
@@ -213,12 +268,13 @@ def test_edit_script_writes_the_whole_video(checkpoint, clip, tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     written = read_video(out)
-    assert len(written) == CLIP_FRAMES and written.fps == pytest.approx(video.fps, abs=0.01)
-    assert written.size == video.size
-    error = np.abs(written.frames[0].astype(float) - _edited(video.frames[0])).mean()
-    assert error < np.abs(written.frames[0].astype(float) - video.frames[0]).mean()  # the edited start, not the input
-    report = json.loads((tmp_path / "edited.mp4.report.json").read_text())
-    assert report["frames"] == CLIP_FRAMES and report["grids"] > 0
+    assert len(written) == CLIP_FRAMES and written.fps == pytest.approx(video.fps, rel=0.01)
+    assert written.size == (176, 144)  # the writer repeats the last row and column
+    first = written.frames[0, :143, :175].astype(float)
+    assert np.abs(first - _edited(video.frames[0])).mean() < np.abs(first - video.frames[0]).mean()  # the edit
+    report = json.loads((tmp_path / "edited.report.json").read_text())  # named as scripts/animate.py names it
+    assert report["frames"] == CLIP_FRAMES and report["grids"] > 0 and report["output"] == str(out)
+    assert set(report["seconds"]) == {"landmarks", "conditions", "generation"}
 
 
 def _script_error(capsys, argv):
@@ -252,6 +308,12 @@ def test_edit_script_errors(checkpoint, clip, tiny_components, tiny_model_paths,
     wrong_size[wrong_size.index(str(start))] = str(tmp_path / "small.png")
     message = _script_error(capsys, wrong_size)
     assert "The start image is 64x64 but the video's frames are 176x144" in message
+    # checked before any model loads: a checkpoint that cannot load is not reached
+    wrong_size[wrong_size.index(str(checkpoint))] = str(four)
+    assert "The start image is 64x64" in _script_error(capsys, wrong_size)
+
+    too_short = ["--start", str(start), "--end", str(end), "--jump-cut", "2", "--checkpoint", str(four), *common[4:]]
+    assert "needs at least 3 frames" in _script_error(capsys, [*too_short, *out])
 
     assert "Pass --video IN" in _script_error(capsys, ["--checkpoint", str(checkpoint), *common, *out])
     assert "does not exist" in _script_error(

@@ -34,9 +34,9 @@ def main(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     resolution = args.resolution or (64 if args.arch == "tiny" else 256)
-    components = build_random_components(args.arch, unet_in_channels=12, with_controlnet=False).to(device, dtype)
+    components = build_random_components(args.arch, unet_in_channels=12, with_controlnet=False)
+    components.to(device, dtype if dtype != torch.float32 else None)  # diffusers warns on every dtype cast
     pipe = QffusionPipeline.from_components(components)
-    pipe.set_progress_bar_config(disable=True)
     rng = np.random.default_rng(0)
     conditions = rng.integers(0, 256, (args.frames, resolution, resolution, 3), dtype=np.uint8)
     start, end = rng.integers(0, 256, (2, resolution, resolution, 3), dtype=np.uint8)
@@ -44,7 +44,7 @@ def main(args: argparse.Namespace) -> None:
     def video(schedule: str, batch_size: int):
         return lambda: pipe(
             start, end, conditions, schedule=schedule, num_inference_steps=args.steps, batch_size=batch_size,
-            generator=torch.Generator(device).manual_seed(0), output_type="latent",
+            generator=torch.Generator(device).manual_seed(0), output_type="latent", show_progress=False,
         )  # fmt: skip
 
     print(f"{describe_device(device)}, {args.arch} models, {args.frames} frames of {resolution}px, {args.steps} steps")

@@ -10,24 +10,27 @@ No public Qffusion checkpoint exists; `scripts/train_qga.py` makes one. Two form
 
 Either form may carry a [`QffusionConfig`]: `qffusion.json` in the folder, or the `qffusion` entry of the safetensors
 metadata. It says which conditions the checkpoint was trained on and how they were drawn, at what resolution and with
-which prompt, so that editing renders exactly what training rendered. A separate VAE (the paper fine-tunes one) can
-replace the base model's.
+which prompt, so that editing renders exactly what training rendered; a checkpoint whose drawing is not the one this
+code makes is refused. [`read_qffusion_config`] reads it without loading any weights, so that a script can check its
+inputs first. A separate VAE (the paper fine-tunes one) can replace the base model's.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
+from ..atomic import staged_file, staged_folder
 from ..components import ModelComponents
 from ..errors import ZeroshotError
 from ..loading import DEFAULT_MODEL, load_components, resolve_device, resolve_dtype
-from .conditions import FACE_RENDERING
+from .conditions import CONDITION_KINDS, rendering_version
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +47,8 @@ class QffusionConfig:
 
     Args:
         condition (`str`, *optional*, defaults to `"face"`): `"face"` (face mesh and shoulders) or `"body"` (OpenPose).
-        rendering (`str`, *optional*, defaults to `"face-v1"`): version of the condition drawing.
+        rendering (`str`, *optional*): version of the condition drawing; defaults to the version this code draws for
+            `condition` (`"face-v1"`, `"openpose-v1"`).
         resolution (`int`, *optional*, defaults to 256): side in pixels of the square frames it was trained on.
         prompt (`str`, *optional*, defaults to `""`): the text fed to the UNet's cross-attention.
         frame_interval (`str`, *optional*, defaults to `"5"`): frames between the four frames of a training grid (a
@@ -52,16 +56,28 @@ class QffusionConfig:
     """
 
     condition: str = "face"
-    rendering: str = FACE_RENDERING
+    rendering: str | None = None
     resolution: int = 256
     prompt: str = ""
     frame_interval: str = "5"
+
+    def __post_init__(self) -> None:
+        if self.condition not in CONDITION_KINDS:
+            raise ValueError(f"condition must be one of {', '.join(CONDITION_KINDS)}, got {self.condition!r}.")
+        if self.rendering is None:
+            object.__setattr__(self, "rendering", rendering_version(self.condition))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str, source: str) -> QffusionConfig:
+        """The settings in `text` (read from `source`, named in messages).
+
+        Raises:
+            [`~zeroshot.errors.ZeroshotError`]: not JSON, an unknown condition kind, or conditions drawn by another
+            version of the rendering than this code's, which the checkpoint would not follow as it was trained to.
+        """
         try:
             values = json.loads(text)
         except json.JSONDecodeError as error:
@@ -70,9 +86,18 @@ class QffusionConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             logger.warning("Ignoring unknown Qffusion settings in %s: %s", source, ", ".join(unknown))
+        condition = values.get("condition", cls.condition)
+        if condition not in CONDITION_KINDS:
+            raise ZeroshotError(f"{source} names condition {condition!r}; the toolkit knows 'face' and 'body'.")
         config = cls(**{key: value for key, value in values.items() if key in known})
-        if config.condition not in ("face", "body"):
-            raise ZeroshotError(f"{source} names condition {config.condition!r}; the toolkit knows 'face' and 'body'.")
+        current = rendering_version(config.condition)
+        if config.rendering != current:
+            raise ZeroshotError(
+                f"The checkpoint was trained on {config.condition} conditions drawn by rendering {config.rendering!r} "
+                f"({source}), but this version of the toolkit draws {current!r}: the model would be driven by "
+                f"images unlike those it learned. Edit with the toolkit version that drew {config.rendering!r}, or "
+                f"fine-tune the checkpoint on {current!r} conditions (scripts/train_qga.py --model CHECKPOINT)."
+            )
         return config
 
 
@@ -99,21 +124,55 @@ def _load_folder(folder: Path, device: torch.device, dtype: torch.dtype, offline
     )
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _read_safetensors(path: Path, *, tensors: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors (none when `tensors` is False: only the header is read) and the metadata of a safetensors file."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-            return {key: handle.get_tensor(key) for key in handle.keys()}, metadata
+            return ({key: handle.get_tensor(key) for key in handle.keys()} if tensors else {}), metadata
     except (SafetensorError, OSError) as error:
         raise ZeroshotError(f"{str(path)!r} is not a readable safetensors file: {error}") from error
 
 
+def _load_base_parts(model: str, dtype: torch.dtype, offline: bool) -> tuple[dict, dict[str, object]]:
+    """The base model's UNet configuration (not its weights), VAE, text encoder, tokenizer and scheduler."""
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    local = Path(model).expanduser()
+    source = str(local) if local.exists() else model
+    options = {"local_files_only": offline}
+    try:
+        with warnings.catch_warnings():
+            # diffusers passes huggingface_hub an argument it deprecated; the warning means nothing to our users.
+            warnings.filterwarnings("ignore", message="The `local_dir_use_symlinks` argument is deprecated")
+            unet_config = UNet2DConditionModel.load_config(source, subfolder="unet", **options)
+            parts = {
+                "vae": AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, **options),
+                "text_encoder": CLIPTextModel.from_pretrained(
+                    source, subfolder="text_encoder", torch_dtype=dtype, **options
+                ),
+                "tokenizer": CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **options),
+                "scheduler": DDIMScheduler.from_config(
+                    DDIMScheduler.load_config(source, subfolder="scheduler", **options)
+                ),
+            }
+    except (OSError, ValueError, RuntimeError) as error:
+        raise ZeroshotError(
+            f"Could not load the base model {model!r}, whose VAE, text encoder and UNet configuration complete the "
+            f"UNet weights: {error}. Pass the base model the checkpoint was trained from with --model (a "
+            f"diffusers-format folder, or a hub id that is cached or, without --offline, reachable)."
+        ) from error
+    return unet_config, parts
+
+
 def _load_unet_file(
     path: Path, model: str, device: torch.device, dtype: torch.dtype, offline: bool
-) -> tuple[ModelComponents, dict[str, str]]:
-    state, metadata = _read_safetensors(path)
+) -> ModelComponents:
+    from accelerate import init_empty_weights
+
+    state, _ = _read_safetensors(path)
     conv_in = state.get("conv_in.weight")
     if conv_in is None:
         hint = ""
@@ -124,10 +183,10 @@ def _load_unet_file(
         )
     if conv_in.shape[1] != QFFUSION_IN_CHANNELS:
         raise _not_qffusion(repr(str(path)), conv_in.shape[1])
-    components = load_components(model, None, device=device, dtype=dtype, offline=offline, unet_in_channels=None)
-    config = {**components.unet.config, "in_channels": QFFUSION_IN_CHANNELS}
-    unet = UNet2DConditionModel.from_config(config)
-    missing, unexpected = unet.load_state_dict(state, strict=False)
+    unet_config, parts = _load_base_parts(model, dtype, offline)
+    with init_empty_weights():  # no random initialisation: every weight comes from the file
+        unet = UNet2DConditionModel.from_config({**unet_config, "in_channels": QFFUSION_IN_CHANNELS})
+    missing, unexpected = unet.load_state_dict(state, strict=False, assign=True)
     if missing or unexpected:
         details = "; ".join(
             f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
@@ -138,14 +197,17 @@ def _load_unet_file(
             f"The UNet weights in {str(path)!r} do not fit the UNet of the base model {model!r} ({details}). Pass the "
             f"base model the checkpoint was trained from with --model."
         )
-    components.unet = _to(unet, device, dtype).eval()
-    return components, metadata
+    components = ModelComponents(unet=_to(unet, device, dtype), **parts)
+    components.to(device)
+    for module in components.models():
+        module.eval()
+    return components
 
 
 def _to(model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    """Moves a freshly built (float32) model; casts only when needed (diffusers warns on every dtype cast)."""
+    """Moves a model built from a file; casts only when needed (diffusers warns on every dtype cast)."""
     model.to(device)
-    return model if dtype == torch.float32 else model.to(dtype)
+    return model if model.dtype == dtype else model.to(dtype)
 
 
 def _load_vae(reference: str, base_vae: AutoencoderKL, device: torch.device, dtype: torch.dtype) -> AutoencoderKL:
@@ -202,8 +264,9 @@ def load_qffusion_components(
         with a log message, when it carries none).
 
     Raises:
-        [`~zeroshot.errors.ZeroshotError`]: the checkpoint is missing or unreadable, or its UNet does not take 12
-        input channels (the message explains what it is instead).
+        [`~zeroshot.errors.ZeroshotError`]: the checkpoint is missing or unreadable, its conditions were drawn by
+        another version of the rendering (see [`read_qffusion_config`]), or its UNet does not take 12 input channels
+        (the message explains what it is instead).
 
     Example:
 
@@ -212,11 +275,39 @@ def load_qffusion_components(
     >>> components, config = load_qffusion_components("runs/qga/checkpoint-2000/unet.safetensors", model="sd15")
     ```
     """
+    config = read_qffusion_config(checkpoint)
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
     path = Path(checkpoint).expanduser()
     if path.is_dir():
         components = _load_folder(path, resolved_device, resolved_dtype, offline)
+    else:
+        components = _load_unet_file(path, model, resolved_device, resolved_dtype, offline)
+    if vae is not None:
+        components.vae = _load_vae(vae, components.vae, resolved_device, resolved_dtype)
+    return components, config
+
+
+def read_qffusion_config(checkpoint: str) -> QffusionConfig:
+    """The [`QffusionConfig`] a checkpoint carries, read without loading any weights (`qffusion.json` of a folder,
+    or the metadata in a `.safetensors` file's header); the defaults, with a log message, when it carries none.
+
+    Args:
+        checkpoint (`str`): a Qffusion model folder or a `.safetensors` file of its UNet weights.
+
+    Raises:
+        [`~zeroshot.errors.ZeroshotError`]: the checkpoint is missing or is neither a folder nor a `.safetensors`
+        file, its settings are unreadable, or its conditions were drawn by another version of the rendering.
+
+    Example:
+
+    ```py
+    >>> read_qffusion_config("runs/qga/final").condition
+    'face'
+    ```
+    """
+    path = Path(checkpoint).expanduser()
+    if path.is_dir():
         config_path = path / CONFIG_NAME
         text = config_path.read_text() if config_path.is_file() else None
         source = repr(str(config_path))
@@ -226,8 +317,7 @@ def load_qffusion_components(
                 f"The checkpoint {checkpoint!r} must be a diffusers model folder or a .safetensors file of UNet "
                 f"weights."
             )
-        components, metadata = _load_unet_file(path, model, resolved_device, resolved_dtype, offline)
-        text = metadata.get(METADATA_KEY)
+        text = _read_safetensors(path, tensors=False)[1].get(METADATA_KEY)
         source = f"the metadata of {str(path)!r}"
     else:
         raise ZeroshotError(
@@ -237,15 +327,13 @@ def load_qffusion_components(
     if text is None:
         config = QffusionConfig()
         logger.info("The checkpoint carries no Qffusion settings; assuming the defaults: %s", config)
-    else:
-        config = QffusionConfig.from_json(text, source)
-    if vae is not None:
-        components.vae = _load_vae(vae, components.vae, resolved_device, resolved_dtype)
-    return components, config
+        return config
+    return QffusionConfig.from_json(text, source)
 
 
 def save_unet_weights(unet: torch.nn.Module, path: str | Path, config: QffusionConfig) -> Path:
-    """Writes `unet`'s weights as one `.safetensors` file with `config` in its metadata (atomically).
+    """Writes `unet`'s weights as one `.safetensors` file with `config` in its metadata; the file appears only once
+    complete.
 
     Returns:
         `Path`: the written file.
@@ -254,15 +342,15 @@ def save_unet_weights(unet: torch.nn.Module, path: str | Path, config: QffusionC
 
     path = Path(path)
     state = {key: value.detach().contiguous().cpu() for key, value in unet.state_dict().items()}
-    staging = path.with_name(f".{path.name}.partial")
-    save_file(state, str(staging), metadata={METADATA_KEY: config.to_json()})
-    staging.replace(path)
+    with staged_file(path) as staging:
+        save_file(state, str(staging), metadata={METADATA_KEY: config.to_json()})
     return path
 
 
 def save_qffusion_model(components: ModelComponents, folder: str | Path, config: QffusionConfig) -> Path:
     """Writes a complete diffusers-format Qffusion model folder (all models and `qffusion.json`), which
-    [`load_qffusion_components`] and diffusers' `DiffusionPipeline.from_pretrained` read.
+    [`load_qffusion_components`] and diffusers' `DiffusionPipeline.from_pretrained` read. The folder (missing or
+    empty before) appears only once complete.
 
     Returns:
         `Path`: the folder.
@@ -270,6 +358,7 @@ def save_qffusion_model(components: ModelComponents, folder: str | Path, config:
     from .pipeline import QffusionPipeline
 
     folder = Path(folder)
-    QffusionPipeline.from_components(components).save_pretrained(folder)
-    (folder / CONFIG_NAME).write_text(config.to_json())
+    with staged_folder(folder) as staging:
+        QffusionPipeline.from_components(components).save_pretrained(staging)
+        (staging / CONFIG_NAME).write_text(config.to_json())
     return folder

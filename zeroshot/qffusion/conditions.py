@@ -38,18 +38,16 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import ZeroshotError
-from ..poses.detectors import check_rgb_image, import_mediapipe_solution, quiet_native_stderr
-
-if TYPE_CHECKING:
-    from .body import BodyLandmarks
+from ..poses import PoseSequence, quiet_native_stderr
+from ..poses.detectors import check_rgb_image, import_mediapipe_solution
+from ..video import Fit
+from .body import BODY_RENDERING, detect_body_landmarks, interpolate_poses, pose_boxes, render_body_conditions
 
 logger = logging.getLogger(__name__)
 
@@ -135,22 +133,19 @@ class PortraitLandmarks:
             (1 - weights) * self.face + weights * end.face, (1 - weights) * self.pose + weights * end.pose
         )
 
-    def cropped(self, box: tuple[float, float, float, float], frame_size: tuple[int, int]) -> PortraitLandmarks:
-        """The landmarks in the coordinates of a crop of the frame.
-
-        Args:
-            box (`tuple[float, float, float, float]`): the crop `(left, top, width, height)` in pixels.
-            frame_size (`tuple[int, int]`): `(width, height)` of the frame the landmarks were normalised to.
-        """
-        left, top, width, height = box
-        frame_width, frame_height = frame_size
+    def fitted(self, fit: Fit) -> PortraitLandmarks:
+        """The landmarks moved as [`~zeroshot.video.fit_image`] (or a crop described by a [`~zeroshot.video.Fit`])
+        moves the frame they were found in: coordinates normalised to the new canvas `fit.size`, depth scaled with
+        x. Points the crop cuts off keep their position outside [0, 1] (the drawing clips them)."""
+        width, height = fit.source_size
+        scale = np.array([width, height], np.float64) * fit.scale
+        offset = np.array([fit.left, fit.top], np.float64)
+        size = np.asarray(fit.size, np.float64)
         face = self.face.copy()
-        face[..., 0] = (face[..., 0] * frame_width - left) / width
-        face[..., 1] = (face[..., 1] * frame_height - top) / height
-        face[..., 2] = face[..., 2] * frame_width / width
+        face[..., :2] = (self.face[..., :2] * scale - offset) / size
+        face[..., 2] = self.face[..., 2] * scale[0] / size[0]
         pose = self.pose.copy()
-        pose[..., 0] = (pose[..., 0] * frame_width - left) / width
-        pose[..., 1] = (pose[..., 1] * frame_height - top) / height
+        pose[..., :2] = (self.pose[..., :2] * scale - offset) / size
         return PortraitLandmarks(face, pose)
 
     def subject_boxes(self) -> np.ndarray:
@@ -159,13 +154,13 @@ class PortraitLandmarks:
         xy = self.face[..., :2]
         return np.concatenate([xy.min(axis=1), xy.max(axis=1)], axis=1)
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The landmarks as named arrays (for caching); `PortraitLandmarks(**arrays)` restores them."""
-        return {"face": self.face, "pose": self.pose}
-
 
 def _fill_in_time(values: np.ndarray, found: np.ndarray) -> np.ndarray:
-    """Linear interpolation over frames for the frames where `found` is False (held at the ends)."""
+    """Linear interpolation over frames for the frames where `found` is False (held at the ends).
+
+    Whole frames of face mesh (with depth) or shoulder landmarks (with visibility): what
+    [`zeroshot.poses.fill_missing_frames`] does per keypoint for a `PoseSequence`, which these are not.
+    """
     if found.all():
         return values
     frames = np.arange(len(values))
@@ -217,15 +212,15 @@ class _PortraitDetector:
 
 
 def detect_portrait_landmarks(
-    frames: Iterable[np.ndarray], *, video: bool = True, progress: bool = True, what: str = "the video"
+    frames: np.ndarray, *, video: bool = True, show_progress: bool = True, what: str = "the video"
 ) -> PortraitLandmarks:
     """Runs MediaPipe face mesh (478 points) and pose (shoulders, elbows) on RGB frames.
 
     Args:
-        frames (`np.ndarray` or iterable of arrays): `uint8` RGB frames `[height, width, 3]`, an array or a stream.
+        frames (`np.ndarray`): `uint8` RGB frames `[frames, height, width, 3]`.
         video (`bool`, *optional*, defaults to `True`): the frames are consecutive video frames (MediaPipe then
             tracks landmarks across frames); `False` detects each frame on its own.
-        progress (`bool`, *optional*, defaults to `True`): show a progress bar.
+        show_progress (`bool`, *optional*, defaults to `True`): show a progress bar.
         what (`str`, *optional*, defaults to `"the video"`): how error messages name the frames.
 
     Returns:
@@ -236,9 +231,8 @@ def detect_portrait_landmarks(
     """
     faces, poses = [], []
     detector = _PortraitDetector(video)
-    total = len(frames) if hasattr(frames, "__len__") else None
     try:
-        for frame in tqdm(frames, total=total, desc="landmarks", disable=not progress, leave=False):
+        for frame in tqdm(frames, desc="landmarks", disable=not show_progress, leave=False):
             face, pose = detector(frame)
             faces.append(face)
             poses.append(pose)
@@ -317,6 +311,8 @@ def render_portrait_conditions(landmarks: PortraitLandmarks, width: int, height:
 
 #: Condition kinds a checkpoint can be trained on.
 CONDITION_KINDS = ("face", "body")
+#: What each kind's landmarks are: face mesh and shoulders, or OpenPose COCO-18 keypoints.
+Landmarks = PortraitLandmarks | PoseSequence
 
 
 def _check_kind(kind: str) -> None:
@@ -325,43 +321,52 @@ def _check_kind(kind: str) -> None:
 
 
 def detect_landmarks(
-    kind: str, frames: Iterable[np.ndarray], *, video: bool = True, progress: bool = True, what: str = "the video"
-) -> PortraitLandmarks | BodyLandmarks:
-    """Landmarks of condition `kind` (`"face"` or `"body"`) for RGB frames (an array or a stream); see
-    [`detect_portrait_landmarks`] for the arguments."""
+    kind: str, frames: np.ndarray, *, video: bool = True, show_progress: bool = True, what: str = "the video"
+) -> Landmarks:
+    """Landmarks of condition `kind` (`"face"` or `"body"`) for `uint8` RGB frames `[frames, height, width, 3]`;
+    see [`detect_portrait_landmarks`] for the arguments."""
     _check_kind(kind)
-    if kind == "face":
-        return detect_portrait_landmarks(frames, video=video, progress=progress, what=what)
-    from .body import detect_body_landmarks
-
-    return detect_body_landmarks(frames, video=video, progress=progress, what=what)
+    detect = detect_portrait_landmarks if kind == "face" else detect_body_landmarks
+    return detect(frames, video=video, show_progress=show_progress, what=what)
 
 
-def render_conditions(kind: str, landmarks: PortraitLandmarks | BodyLandmarks, width: int, height: int) -> np.ndarray:
+def render_conditions(kind: str, landmarks: Landmarks, width: int, height: int) -> np.ndarray:
     """Condition images of `kind` for every frame of `landmarks`: `uint8` RGB `[N, height, width, 3]`."""
     _check_kind(kind)
-    if kind == "face":
-        return render_portrait_conditions(landmarks, width, height)
-    from .body import render_body_conditions
-
-    return render_body_conditions(landmarks, width, height)
+    render = render_portrait_conditions if kind == "face" else render_body_conditions
+    return render(landmarks, width, height)
 
 
-def landmarks_from_arrays(kind: str, arrays: dict[str, np.ndarray]) -> PortraitLandmarks | BodyLandmarks:
-    """Landmarks of `kind` from the named arrays their `arrays()` gave."""
+def interpolate_landmarks(start: Landmarks, end: Landmarks, num_frames: int) -> Landmarks:
+    """`num_frames` frames of landmarks going linearly from the one-frame `start` to the one-frame `end` (both
+    included): the jump-cut smoothing."""
+    if isinstance(start, PoseSequence):
+        return interpolate_poses(start, end, num_frames)
+    return start.interpolate(end, num_frames)
+
+
+def subject_boxes(landmarks: Landmarks) -> np.ndarray:
+    """`[frames, 4]` boxes `(x_min, y_min, x_max, y_max)` of the subject (face mesh, or body keypoints), normalised:
+    what training crops are centred on."""
+    return pose_boxes(landmarks) if isinstance(landmarks, PoseSequence) else landmarks.subject_boxes()
+
+
+def landmark_arrays(landmarks: Landmarks) -> dict[str, np.ndarray]:
+    """The landmarks as named arrays (for caching); [`landmarks_from_arrays`] restores them."""
+    if isinstance(landmarks, PoseSequence):
+        return {"body": landmarks.body, "size": np.asarray(landmarks.size)}
+    return {"face": landmarks.face, "pose": landmarks.pose}
+
+
+def landmarks_from_arrays(kind: str, arrays: dict[str, np.ndarray]) -> Landmarks:
+    """Landmarks of `kind` from the named arrays [`landmark_arrays`] gave."""
     _check_kind(kind)
     if kind == "face":
         return PortraitLandmarks(arrays["face"], arrays["pose"])
-    from .body import BodyLandmarks
-
-    return BodyLandmarks(arrays["body"])
+    return PoseSequence(arrays["body"], size=tuple(int(side) for side in arrays["size"]))
 
 
 def rendering_version(kind: str) -> str:
     """The version tag of `kind`'s drawing, stored in checkpoints."""
     _check_kind(kind)
-    if kind == "face":
-        return FACE_RENDERING
-    from .body import BODY_RENDERING
-
-    return BODY_RENDERING
+    return FACE_RENDERING if kind == "face" else BODY_RENDERING

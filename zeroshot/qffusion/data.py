@@ -2,12 +2,12 @@
 
 Each video is prepared once (the paper: "cropped to keep the face at the center and resized to 256x256"):
 
-1. its frames are streamed through the landmark detector of the condition kind (MediaPipe face mesh and pose for
-   `"face"`), frames without a detection filled in by interpolation;
+1. its frames go through the landmark detector of the condition kind (MediaPipe face mesh and pose for `"face"`),
+   frames without a detection filled in by interpolation;
 2. one square crop for the whole video is centred on the median centre of the subject (the face-mesh box for `"face"`)
    with side `crop_scale` times the median subject size, limited to the frame and shifted inside it;
-3. the frames are streamed again, cropped, resized to `resolution` and stored as a `uint8` `.npy` array (read back
-   memory-mapped), with the landmarks in crop coordinates.
+3. the frames are cropped, resized to `resolution` and stored as a `uint8` `.npy` array (read back memory-mapped),
+   with the landmarks in crop coordinates.
 
 The cache folder of a video is named after a hash of its path, size, modification time and the preparation
 settings; it is written under a temporary name and renamed when complete, so an interrupted run keeps every video it
@@ -24,50 +24,32 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
 
+from ..atomic import staged_folder, write_json
 from ..errors import ZeroshotError
-from ..video import VIDEO_SUFFIXES
+from ..imaging import to_model_tensor
+from ..video import VIDEO_SUFFIXES, Fit, read_video
 from .conditions import (
-    PortraitLandmarks,
+    Landmarks,
     detect_landmarks,
+    landmark_arrays,
     landmarks_from_arrays,
     render_conditions,
     rendering_version,
+    subject_boxes,
 )
-
-if TYPE_CHECKING:
-    from .body import BodyLandmarks
 
 logger = logging.getLogger(__name__)
 
 #: Bump when the preparation changes, so old caches are not reused.
-_PREPARATION_VERSION = 1
-
-
-def parse_interval(text: str) -> tuple[int, int]:
-    """`"5"` -> `(5, 5)`; `"2:8"` -> `(2, 8)` (a range, both ends included).
-
-    Raises:
-        [`~zeroshot.errors.ZeroshotError`]: not a positive number or range.
-    """
-    try:
-        low, _, high = str(text).partition(":")
-        interval = (int(low), int(high or low))
-    except ValueError as error:
-        raise ZeroshotError(f"--interval must be a number or a range LOW:HIGH, got {text!r}.") from error
-    if interval[0] < 1 or interval[1] < interval[0]:
-        raise ZeroshotError(f"--interval must be at least 1 (and LOW <= HIGH), got {text!r}.")
-    return interval
+_PREPARATION_VERSION = 2
 
 
 def find_videos(folder: str | Path) -> list[Path]:
@@ -79,32 +61,10 @@ def find_videos(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ZeroshotError(f"The data folder {str(folder)!r} does not exist; pass a folder of videos with --data.")
-    suffixes = [suffix for suffix in VIDEO_SUFFIXES if suffix != ".gif"]  # streamed through ffmpeg
-    videos = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+    videos = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
     if not videos:
-        suffixes = ", ".join(suffixes)
-        raise ZeroshotError(f"No videos ({suffixes}) in {str(folder)!r}.")
+        raise ZeroshotError(f"No videos ({', '.join(VIDEO_SUFFIXES)}) in {str(folder)!r}.")
     return videos
-
-
-def _stream_frames(path: Path) -> tuple[dict, Iterator[np.ndarray]]:
-    import imageio_ffmpeg
-
-    try:
-        reader = imageio_ffmpeg.read_frames(str(path))
-        meta = next(reader)
-    except (OSError, RuntimeError, StopIteration) as error:
-        raise ZeroshotError(f"Cannot read {str(path)!r} as a video: {error}") from error
-    width, height = meta["size"]
-
-    def frames() -> Iterator[np.ndarray]:
-        try:
-            for raw in reader:
-                yield np.frombuffer(raw, np.uint8).reshape(height, width, 3)
-        finally:
-            reader.close()
-
-    return meta, frames()
 
 
 def _pixel_box(box: tuple[float, float, float, float], frame_size: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -117,13 +77,13 @@ def _pixel_box(box: tuple[float, float, float, float], frame_size: tuple[int, in
 
 
 def subject_crop(
-    landmarks: PortraitLandmarks | BodyLandmarks, frame_size: tuple[int, int], crop_scale: float
+    landmarks: Landmarks, frame_size: tuple[int, int], crop_scale: float
 ) -> tuple[float, float, float, float]:
     """One square crop `(left, top, side, side)` in pixels for a whole video: centred on the median centre of the
     subject (face mesh, or body keypoints), side `crop_scale` times its median size, limited to the frame and shifted
     inside it."""
     width, height = frame_size
-    boxes = landmarks.subject_boxes() * np.array([width, height, width, height], np.float32)
+    boxes = subject_boxes(landmarks) * np.array([width, height, width, height], np.float32)
     centre_x = float(np.median((boxes[:, 0] + boxes[:, 2]) / 2))
     centre_y = float(np.median((boxes[:, 1] + boxes[:, 3]) / 2))
     size = float(np.median(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])))
@@ -140,14 +100,14 @@ class PreparedVideo:
     Args:
         source (`str`): the original file.
         frames (`np.ndarray`): `uint8` `[N, resolution, resolution, 3]`, memory-mapped.
-        landmarks ([`~zeroshot.qffusion.conditions.PortraitLandmarks`] or [`~zeroshot.qffusion.body.BodyLandmarks`]):
-            in crop coordinates.
+        landmarks ([`~zeroshot.qffusion.conditions.PortraitLandmarks`] or [`~zeroshot.poses.PoseSequence`]): in
+            crop coordinates.
         fps (`float`): the original frame rate.
     """
 
     source: str
     frames: np.ndarray
-    landmarks: PortraitLandmarks | BodyLandmarks
+    landmarks: Landmarks
     fps: float
 
     def __len__(self) -> int:
@@ -179,7 +139,7 @@ def prepare_video(
     resolution: int,
     crop_scale: float = 2.5,
     condition: str = "face",
-    progress: bool = True,
+    show_progress: bool = True,
 ) -> PreparedVideo:
     """Crops, resizes and annotates one video for training, or reads it back from `cache_dir` (see the module).
 
@@ -189,7 +149,7 @@ def prepare_video(
         resolution (`int`): side of the square training frames, in pixels.
         crop_scale (`float`, *optional*, defaults to 2.5): crop side over the subject's size.
         condition (`str`, *optional*, defaults to `"face"`): the condition kind whose landmarks are detected.
-        progress (`bool`, *optional*, defaults to `True`): progress bars.
+        show_progress (`bool`, *optional*, defaults to `True`): progress bars.
 
     Returns:
         [`PreparedVideo`]: the frames (memory-mapped) and landmarks.
@@ -205,39 +165,33 @@ def prepare_video(
     folder = cache_dir / f"{path.stem}-{_cache_key(path, settings)}"
     if (folder / "meta.json").is_file():
         return _load_prepared(folder)
-    meta, frames = _stream_frames(path)
-    frame_size = tuple(meta["size"])
-    landmarks = detect_landmarks(condition, frames, video=True, progress=progress, what=f"the video {str(path)!r}")
-    box = _pixel_box(subject_crop(landmarks, frame_size, crop_scale), frame_size)
+    video = read_video(path)
+    what = f"the video {str(path)!r}"
+    landmarks = detect_landmarks(condition, video.frames, video=True, show_progress=show_progress, what=what)
+    box = _pixel_box(subject_crop(landmarks, video.size, crop_scale), video.size)
+    side = box[2] - box[0]
     cache_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=cache_dir))
-    try:
+    with staged_folder(folder) as staging:
         stored = np.lib.format.open_memmap(
-            staging / "frames.npy", mode="w+", dtype=np.uint8, shape=(len(landmarks), resolution, resolution, 3)
+            staging / "frames.npy", mode="w+", dtype=np.uint8, shape=(len(video), resolution, resolution, 3)
         )
-        _, frames = _stream_frames(path)
-        for index, frame in enumerate(frames):
-            if index >= len(stored):
-                break
+        for index, frame in enumerate(video.frames):
             crop = Image.fromarray(frame).crop(box)
             stored[index] = np.asarray(crop.resize((resolution, resolution), Image.Resampling.LANCZOS))
         stored.flush()
         del stored
-        cropped = landmarks.cropped((box[0], box[1], box[2] - box[0], box[3] - box[1]), frame_size)
-        np.savez(staging / "landmarks.npz", **cropped.arrays())
+        crop_fit = Fit(video.size, 1.0, video.size, box[0], box[1], (side, side))
+        np.savez(staging / "landmarks.npz", **landmark_arrays(landmarks.fitted(crop_fit)))
         record = {
             "source": str(path),
-            "fps": float(meta.get("fps") or 25.0),
-            "frame_size": list(frame_size),
+            "fps": video.fps,
+            "frame_size": list(video.size),
             "crop": list(box),
             "rendering": rendering_version(condition),
             **settings,
         }
-        (staging / "meta.json").write_text(json.dumps(record, indent=2))
-        staging.rename(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    logger.info("Prepared %s: %d frames, crop %s", path, len(landmarks), box)
+        write_json(staging / "meta.json", record)
+    logger.info("Prepared %s: %d frames, crop %s", path, len(video), box)
     return _load_prepared(folder)
 
 
@@ -284,8 +238,4 @@ class QuadrantGridDataset(torch.utils.data.Dataset):
         resolution = video.frames.shape[1]
         images = np.asarray(video.frames[frames])
         conditions = render_conditions(self.condition, video.landmarks[frames], resolution, resolution)
-
-        def to_tensor(array: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-        return {"frames": to_tensor(images), "conditions": to_tensor(conditions)}
+        return {"frames": to_model_tensor(images), "conditions": to_model_tensor(conditions)}

@@ -6,7 +6,12 @@ size, and its first and last frames are the given images. Jump-cut smoothing (pa
 frames are detected and interpolated linearly (as 3D points) over the frames in between.
 
 The model works at a *working size*: the frames scaled so that their shorter side is the checkpoint's training
-resolution (both sides rounded to what the UNet needs); the generated frames are scaled back to the input's size.
+resolution (both sides rounded to what the UNet needs); the generated frames are scaled back to the input's size,
+whatever it is (odd sizes included).
+
+Everything that needs no model can run before the models load: [`reference_arrays`] checks the edited frames against
+the video, and the landmarks ([`~zeroshot.qffusion.conditions.detect_landmarks`], [`jump_cut_landmarks`]) can be
+given to [`edit_video`] and [`smooth_jump_cut`] already detected.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from PIL import Image
 from ..errors import ZeroshotError
 from ..video import Video
 from .checkpoint import QffusionConfig
-from .conditions import detect_landmarks, render_conditions
+from .conditions import Landmarks, detect_landmarks, interpolate_landmarks, render_conditions
 from .pipeline import QffusionPipeline
 from .schedule import PropagationSchedule
 
@@ -37,7 +42,7 @@ class EditResult:
         video ([`~zeroshot.video.Video`]): the output frames (the input's size) and frame rate.
         conditions (`np.ndarray`): the condition images the model was driven with, at the working size.
         schedule ([`~zeroshot.qffusion.schedule.PropagationSchedule`]): the grids that generated the frames.
-        seconds (`dict[str, float]`): wall time per stage.
+        seconds (`dict[str, float]`): wall time per stage (`"landmarks"` only when they were detected here).
     """
 
     video: Video
@@ -61,13 +66,51 @@ def _as_array(image: Image.Image | np.ndarray) -> np.ndarray:
     return np.asarray(image.convert("RGB")) if isinstance(image, Image.Image) else np.asarray(image)
 
 
-def _check_same_size(image: np.ndarray, name: str, size: tuple[int, int], against: str) -> None:
-    height, width = image.shape[:2]
-    if (width, height) != size:
-        raise ZeroshotError(
-            f"The {name} image is {width}x{height} but {against} {size[0]}x{size[1]}. The references must be frames "
-            f"of the same size: edit them at that size (or resize them) and run again."
-        )
+def _check_transition_length(num_frames: int) -> None:
+    if num_frames < 3:
+        raise ZeroshotError(f"A jump-cut transition needs at least 3 frames (one new), got {num_frames}.")
+
+
+def reference_arrays(
+    start_image: Image.Image | np.ndarray, end_image: Image.Image | np.ndarray, video: Video | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The edited first and last frames as `uint8` RGB arrays, checked to be of one size: the frames' of `video`
+    (which must have at least the two frames they replace) when given, else each other's.
+
+    Raises:
+        [`~zeroshot.errors.ZeroshotError`]: the video has fewer than 2 frames, or the sizes differ (the message gives
+        both and the fix).
+    """
+    start, end = _as_array(start_image), _as_array(end_image)
+    if video is None:
+        size, against = (start.shape[1], start.shape[0]), "the start image is"
+    else:
+        if len(video) < 2:
+            raise ZeroshotError(f"The video has {len(video)} frame; editing needs at least 2 (its first and last).")
+        size, against = video.size, "the video's frames are"
+    for image, name in ((start, "start"), (end, "end")):
+        height, width = image.shape[:2]
+        if (width, height) != tuple(size):
+            raise ZeroshotError(
+                f"The {name} image is {width}x{height} but {against} {size[0]}x{size[1]}. The references must be "
+                f"frames of the same size: edit them at that size (or resize them) and run again."
+            )
+    return start, end
+
+
+def jump_cut_landmarks(config: QffusionConfig, start: np.ndarray, end: np.ndarray, num_frames: int) -> Landmarks:
+    """The landmarks of a jump-cut transition: those of `start` and `end` (detected in each image alone),
+    interpolated linearly over `num_frames` frames (both ends included; paper Sec. 5.5).
+
+    Raises:
+        [`~zeroshot.errors.ZeroshotError`]: fewer than 3 frames, or an image without what the conditions need.
+    """
+    _check_transition_length(num_frames)
+    ends = [
+        detect_landmarks(config.condition, image[None], video=False, show_progress=False, what=f"the {name} image")
+        for image, name in ((start, "start"), (end, "end"))
+    ]
+    return interpolate_landmarks(ends[0], ends[1], num_frames)
 
 
 def _resize_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -76,19 +119,31 @@ def _resize_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(f).resize((width, height), Image.Resampling.LANCZOS)) for f in frames])
 
 
-def _generate(
+def _regenerate(
     pipe: QffusionPipeline,
     config: QffusionConfig,
     start: np.ndarray,
     end: np.ndarray,
-    conditions: np.ndarray,
-    output_size: tuple[int, int],
+    landmarks: Landmarks,
+    fps: float,
+    seconds: dict[str, float],
+    *,
+    resolution: int | None,
     **pipeline_kwargs: object,
-) -> tuple[np.ndarray, PropagationSchedule]:
+) -> EditResult:
+    """What editing and jump-cut smoothing share: the conditions drawn at the working size, every frame between the
+    references generated, the frames scaled back to the references' size, and the references put back as given."""
+    size = (start.shape[1], start.shape[0])
+    work = working_size(*size, resolution or config.resolution, pipe.size_multiple)
+    clock = time.perf_counter()
+    conditions = render_conditions(config.condition, landmarks, *work)
+    seconds["conditions"] = time.perf_counter() - clock
+    clock = time.perf_counter()
     result = pipe(start, end, conditions, prompt=config.prompt, **pipeline_kwargs)
-    frames = _resize_frames(result.frames, *output_size)
+    frames = _resize_frames(result.frames, *size)
     frames[0], frames[-1] = start, end
-    return frames, result.schedule
+    seconds["generation"] = time.perf_counter() - clock
+    return EditResult(Video(frames, fps), conditions, result.schedule, seconds)
 
 
 def edit_video(
@@ -98,12 +153,13 @@ def edit_video(
     start_image: Image.Image | np.ndarray,
     end_image: Image.Image | np.ndarray,
     *,
+    landmarks: Landmarks | None = None,
     schedule: str = "qgp",
     num_inference_steps: int = 25,
     generator: torch.Generator | None = None,
     batch_size: int = 8,
     resolution: int | None = None,
-    progress: bool = True,
+    show_progress: bool = True,
 ) -> EditResult:
     """Regenerates `video` from its edited first and last frames, following the video's own motion.
 
@@ -114,12 +170,14 @@ def edit_video(
         video ([`~zeroshot.video.Video`]): the input video; it gives the conditions, frame count, rate and size.
         start_image (`PIL.Image.Image` or `np.ndarray`): the edited first frame, the video's size.
         end_image (`PIL.Image.Image` or `np.ndarray`): the edited last frame, the video's size.
+        landmarks ([`~zeroshot.qffusion.conditions.PortraitLandmarks`] or [`~zeroshot.poses.PoseSequence`],
+            *optional*): the video's landmarks of the checkpoint's condition kind, when already detected.
         schedule (`str`, *optional*, defaults to `"qgp"`): `"qgp"` or `"naive"`.
         num_inference_steps (`int`, *optional*, defaults to 25): denoising steps per grid.
         generator (`torch.Generator`, *optional*): random source.
         batch_size (`int`, *optional*, defaults to 8): grids per UNet batch.
         resolution (`int`, *optional*): the working size's shorter side; defaults to the checkpoint's resolution.
-        progress (`bool`, *optional*, defaults to `True`): progress bars.
+        show_progress (`bool`, *optional*, defaults to `True`): progress bars.
 
     Returns:
         [`EditResult`]: frames `[N, H, W, 3]` as the input's, at its frame rate; frames 0 and N - 1 are the images.
@@ -127,26 +185,29 @@ def edit_video(
     Raises:
         [`~zeroshot.errors.ZeroshotError`]: the video has fewer than 2 frames, the images are not the video's size,
             or no frame shows what the conditions need.
+
+    Example:
+
+    ```py
+    >>> components, config = load_qffusion_components("runs/qga/final")
+    >>> pipe = QffusionPipeline.from_components(components)
+    >>> result = edit_video(pipe, config, read_video("in.mp4"), load_image("start.png"), load_image("end.png"))
+    >>> write_video(result.video.frames, "out.mp4", result.video.fps)
+    ```
     """
-    if len(video) < 2:
-        raise ZeroshotError(f"The video has {len(video)} frame; editing needs at least 2 (its first and last).")
-    start, end = _as_array(start_image), _as_array(end_image)
-    _check_same_size(start, "start", video.size, "the video's frames are")
-    _check_same_size(end, "end", video.size, "the video's frames are")
+    start, end = reference_arrays(start_image, end_image, video)
     seconds = {}
-    clock = time.perf_counter()
-    landmarks = detect_landmarks(config.condition, video.frames, video=True, progress=progress, what="the video")
-    size = working_size(*video.size, resolution or config.resolution, pipe.size_multiple)
-    conditions = render_conditions(config.condition, landmarks, *size)
-    seconds["conditions"] = time.perf_counter() - clock
-    clock = time.perf_counter()
-    pipe.set_progress_bar_config(disable=not progress, desc="qffusion")
-    frames, used = _generate(
-        pipe, config, start, end, conditions, video.size,
-        schedule=schedule, num_inference_steps=num_inference_steps, generator=generator, batch_size=batch_size,
+    if landmarks is None:
+        clock = time.perf_counter()
+        landmarks = detect_landmarks(config.condition, video.frames, video=True, show_progress=show_progress)
+        seconds["landmarks"] = time.perf_counter() - clock
+    elif len(landmarks) != len(video):
+        raise ValueError(f"Got landmarks of {len(landmarks)} frames for a video of {len(video)}.")
+    return _regenerate(
+        pipe, config, start, end, landmarks, video.fps, seconds, resolution=resolution, schedule=schedule,
+        num_inference_steps=num_inference_steps, generator=generator, batch_size=batch_size,
+        show_progress=show_progress,
     )  # fmt: skip
-    seconds["generation"] = time.perf_counter() - clock
-    return EditResult(Video(frames, video.fps), conditions, used, seconds)
 
 
 def smooth_jump_cut(
@@ -157,12 +218,13 @@ def smooth_jump_cut(
     num_frames: int,
     fps: float,
     *,
+    landmarks: Landmarks | None = None,
     schedule: str = "qgp",
     num_inference_steps: int = 25,
     generator: torch.Generator | None = None,
     batch_size: int = 8,
     resolution: int | None = None,
-    progress: bool = True,
+    show_progress: bool = True,
 ) -> EditResult:
     """A transition of `num_frames` frames (both ends included) from `start_image` to `end_image`, driven by their
     conditions interpolated linearly (paper Sec. 5.5, jump-cut smoothing).
@@ -174,31 +236,23 @@ def smooth_jump_cut(
         end_image (`PIL.Image.Image` or `np.ndarray`): the frame after the cut, the same size.
         num_frames (`int`): frames of the output, the two given ones included (at least 3).
         fps (`float`): frame rate of the output.
-        schedule, num_inference_steps, generator, batch_size, resolution, progress: as for [`edit_video`].
+        landmarks (*optional*): the transition's landmarks from [`jump_cut_landmarks`], when already made.
+        schedule, num_inference_steps, generator, batch_size, resolution, show_progress: as for [`edit_video`].
 
     Returns:
         [`EditResult`]: `num_frames` frames of the images' size; the first and last are the given images.
     """
-    if num_frames < 3:
-        raise ZeroshotError(f"A jump-cut transition needs at least 3 frames (one new), got {num_frames}.")
-    start, end = _as_array(start_image), _as_array(end_image)
-    size = (start.shape[1], start.shape[0])
-    _check_same_size(end, "end", size, "the start image is")
+    _check_transition_length(num_frames)
+    start, end = reference_arrays(start_image, end_image)
     seconds = {}
-    clock = time.perf_counter()
-    ends = [
-        detect_landmarks(config.condition, image[None], video=False, progress=False, what=f"the {name} image")
-        for image, name in ((start, "start"), (end, "end"))
-    ]
-    landmarks = ends[0].interpolate(ends[1], num_frames)
-    work = working_size(*size, resolution or config.resolution, pipe.size_multiple)
-    conditions = render_conditions(config.condition, landmarks, *work)
-    seconds["conditions"] = time.perf_counter() - clock
-    clock = time.perf_counter()
-    pipe.set_progress_bar_config(disable=not progress, desc="qffusion")
-    frames, used = _generate(
-        pipe, config, start, end, conditions, size,
-        schedule=schedule, num_inference_steps=num_inference_steps, generator=generator, batch_size=batch_size,
+    if landmarks is None:
+        clock = time.perf_counter()
+        landmarks = jump_cut_landmarks(config, start, end, num_frames)
+        seconds["landmarks"] = time.perf_counter() - clock
+    elif len(landmarks) != num_frames:
+        raise ValueError(f"Got landmarks of {len(landmarks)} frames for a transition of {num_frames}.")
+    return _regenerate(
+        pipe, config, start, end, landmarks, fps, seconds, resolution=resolution, schedule=schedule,
+        num_inference_steps=num_inference_steps, generator=generator, batch_size=batch_size,
+        show_progress=show_progress,
     )  # fmt: skip
-    seconds["generation"] = time.perf_counter() - clock
-    return EditResult(Video(frames, fps), conditions, used, seconds)

@@ -8,6 +8,7 @@ Frames generated in one wave serve as references in the next as latents, without
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -17,11 +18,15 @@ from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
+from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from hooks import QuadrantGridHook, install_quadrant_grid_hook, unpack_pair
 
 from ..components import ModelComponents
+from ..errors import ZeroshotError
+from ..imaging import decode_latents, encode_latents, to_model_tensor, to_uint8
+from ..prompts import encode_texts
 from .schedule import SCHEDULES, PropagationSchedule, QuadrantGridFrames, build_schedule
 
 ImageInput = Image.Image | np.ndarray | torch.Tensor
@@ -42,27 +47,28 @@ class QffusionPipelineOutput:
     schedule: PropagationSchedule
 
 
-def _image_tensor(image: ImageInput, height: int, width: int) -> torch.Tensor:
-    """An RGB image as a `[3, height, width]` float tensor in [-1, 1], resized (Lanczos) when its size differs."""
-    if isinstance(image, torch.Tensor):
-        tensor = image.detach().float().cpu()
-        if tensor.ndim != 3 or tensor.shape[0] != 3:
-            raise ValueError(f"An image tensor must be [3, height, width] in [-1, 1], got {tuple(tensor.shape)}.")
-        if tensor.shape[1:] != (height, width):
-            tensor = torch.nn.functional.interpolate(
-                tensor[None], size=(height, width), mode="bicubic", align_corners=False
-            )[0]
-        return tensor.clamp(-1, 1)
-    if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-            raise ValueError(f"An image array must be uint8 [height, width, 3], got {image.dtype} {image.shape}.")
-        image = Image.fromarray(image)
-    if image.mode != "RGB":
+def _model_tensors(images: Sequence[ImageInput] | np.ndarray, height: int, width: int) -> torch.Tensor:
+    """Images as one float tensor `[n, 3, height, width]` in [-1, 1]; images of another size are resized (Lanczos for
+    PIL images and arrays, bicubic for tensors)."""
+    tensors = []
+    for image in images:
+        if isinstance(image, torch.Tensor):
+            tensor = image.detach().float().cpu()
+            if tensor.ndim != 3 or tensor.shape[0] != 3:
+                raise ValueError(f"An image tensor must be [3, height, width] in [-1, 1], got {tuple(tensor.shape)}.")
+            if tensor.shape[1:] != (height, width):
+                tensor = torch.nn.functional.interpolate(tensor[None], size=(height, width), mode="bicubic")[0]
+            tensors.append(tensor.clamp(-1, 1))
+            continue
+        if isinstance(image, np.ndarray):
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+                raise ValueError(f"An image array must be uint8 [height, width, 3], got {image.dtype} {image.shape}.")
+            image = Image.fromarray(image)
         image = image.convert("RGB")
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.Resampling.LANCZOS)
-    array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(array).permute(2, 0, 1)
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.Resampling.LANCZOS)
+        tensors.append(to_model_tensor(np.asarray(image))[0])
+    return torch.stack(tensors)
 
 
 def _image_size(image: ImageInput) -> tuple[int, int]:
@@ -74,10 +80,11 @@ def _image_size(image: ImageInput) -> tuple[int, int]:
     return image.shape[-2], image.shape[-1]
 
 
-def _to_uint8(images: torch.Tensor) -> np.ndarray:
-    """`[n, 3, h, w]` tensors in [-1, 1] -> `uint8` `[n, h, w, 3]`."""
-    images = ((images.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
-    return images.permute(0, 2, 3, 1).cpu().numpy()
+def _step_kwargs(scheduler: object, generator: torch.Generator | None) -> dict[str, object]:
+    """The keyword arguments this pipeline gives `scheduler.step`, limited to those its signature accepts (as
+    diffusers' `prepare_extra_step_kwargs` does): the generator for schedulers that draw noise while stepping (DDIM
+    with `eta`, ancestral and SDE samplers); LMS, PNDM, UniPC, Heun and KDPM2 take none."""
+    return {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
 
 
 class QffusionPipeline(DiffusionPipeline):
@@ -138,53 +145,45 @@ class QffusionPipeline(DiffusionPipeline):
         downsamples = 2 ** (len(self.unet.config.block_out_channels) - 1)
         return self.vae_scale_factor * max(1, downsamples // 2)
 
-    def encode_prompt(self, prompt: str, device: torch.device) -> torch.Tensor:
-        """The text embedding of `prompt`, `[1, 77, dim]`."""
-        ids = self.tokenizer(
-            [prompt],
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids
-        return self.text_encoder(ids.to(device))[0].to(self.unet.dtype)
-
-    def encode_images(self, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-        """Latents (posterior mean, scaled) of `[n, 3, h, w]` images in [-1, 1], `batch_size` at a time."""
-        latents = []
-        for chunk in images.split(batch_size):
-            chunk = chunk.to(self.vae.device, self.vae.dtype)
-            latents.append(self.vae.encode(chunk).latent_dist.mode())
-        latents = torch.cat(latents)
-        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
-        return (latents - shift) * self.vae.config.scaling_factor
-
-    def decode_latents(self, latents: torch.Tensor, batch_size: int) -> torch.Tensor:
-        """Images in [-1, 1], on the CPU (a long video's frames need not fit beside the models), from scaled latents,
-        `batch_size` at a time."""
-        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
-        images = []
-        for chunk in latents.split(batch_size):
-            chunk = chunk.to(self.vae.device, self.vae.dtype) / self.vae.config.scaling_factor + shift
-            images.append(self.vae.decode(chunk).sample.float().cpu())
-        return torch.cat(images)
-
     def check_inputs(
-        self, conditions: Sequence[ImageInput], height: int, width: int, num_inference_steps: int
+        self, conditions: Sequence[ImageInput], height: int, width: int, num_inference_steps: int, batch_size: int
     ) -> None:
-        """Raises `ValueError` for settings the pipeline cannot run."""
+        """Raises [`~zeroshot.errors.ZeroshotError`] for inputs or settings the pipeline cannot run, with the fix."""
         if len(conditions) < 2:
-            raise ValueError(f"Need a condition image for every frame, at least 2 frames; got {len(conditions)}.")
+            raise ZeroshotError(
+                f"Got {len(conditions)} condition image(s); give one per frame, at least 2 (the first and last)."
+            )
         multiple = self.size_multiple
         if height <= 0 or width <= 0 or height % multiple or width % multiple:
-            raise ValueError(f"height and width must be positive multiples of {multiple}, got {height}x{width}.")
-        if num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}.")
-        if self.unet.config.in_channels != 3 * self.unet.config.out_channels:
-            raise ValueError(
-                f"The UNet takes {self.unet.config.in_channels} input channels; a Qffusion UNet takes "
-                f"{3 * self.unet.config.out_channels} (reference, condition and noisy grids)."
+            raise ZeroshotError(
+                f"The frame size {width}x{height} is not made of positive multiples of {multiple}, which this UNet "
+                f"needs; pass height and width that are (the images are resized to them)."
             )
+        for value, name in ((num_inference_steps, "num_inference_steps"), (batch_size, "batch_size")):
+            if value < 1:
+                raise ZeroshotError(f"{name} must be at least 1, got {value}.")
+        if self.unet.config.in_channels != 3 * self.unet.config.out_channels:
+            raise ZeroshotError(
+                f"The UNet takes {self.unet.config.in_channels} input channels; a Qffusion UNet takes "
+                f"{3 * self.unet.config.out_channels} (reference, condition and noisy grids). Load a Qffusion "
+                f"checkpoint with load_qffusion_components."
+            )
+
+    def _initial_noise(
+        self, num_grids: int, tile_shape: tuple[int, ...], generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The starting noise of tiles b and c (`[num_grids, C, h, 2w]`) and the noise that diffuses tiles a and d
+        (`[2, num_grids, C, h, w]`), drawn for every grid before any sampling, grid by grid in schedule order (tiles
+        b and c, then a and d): the result does not depend on how the grids are batched, nor on what a scheduler
+        draws while stepping."""
+        device, dtype = self._execution_device, self.unet.dtype
+        channels, height, width = tile_shape
+        options = {"generator": generator, "device": device, "dtype": dtype}
+        pairs, corners = [], []
+        for _ in range(num_grids):
+            pairs.append(randn_tensor((1, channels, height, 2 * width), **options))
+            corners.append(randn_tensor((2, 1, *tile_shape), **options))
+        return torch.cat(pairs), torch.cat(corners, dim=1)
 
     def _sample_grids(
         self,
@@ -193,32 +192,27 @@ class QffusionPipeline(DiffusionPipeline):
         known: dict[int, torch.Tensor],
         condition_latents: torch.Tensor,
         text: torch.Tensor,
+        noise: torch.Tensor,
+        corner_noise: torch.Tensor,
         num_inference_steps: int,
         generator: torch.Generator | None,
-        progress: object,
+        progress: tqdm,
         callback_on_step_end: Callable | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Samples tiles b and c of a batch of grids whose references are in `known`."""
+        """Samples tiles b and c of a batch of grids whose references are in `known`, from their initial noise."""
         device, dtype = self._execution_device, self.unet.dtype
-        tile_shape = (1, *condition_latents.shape[1:])
-        pair_shape = (*tile_shape[:3], 2 * tile_shape[3])
-        # One draw per grid, in schedule order, so that results do not depend on how grids are batched.
-        noise, corner_noise = [], []
-        for _ in grids:
-            noise.append(randn_tensor(pair_shape, generator=generator, device=device, dtype=dtype))
-            corner_noise.append(randn_tensor((2, *tile_shape), generator=generator, device=device, dtype=dtype))
-        corner_noise = torch.cat(corner_noise, dim=1)
         references_a = torch.cat([known[grid.frames[0]] for grid in grids]).to(device, dtype)
         references_d = torch.cat([known[grid.frames[3]] for grid in grids]).to(device, dtype)
         conditions = [condition_latents[[grid.frames[tile] for grid in grids]].to(device, dtype) for tile in range(4)]
         hook.set_grid(references_a, references_d, conditions, corner_noise=list(corner_noise))
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        latents = torch.cat(noise) * self.scheduler.init_noise_sigma
+        self.scheduler.set_timesteps(num_inference_steps, device=device)  # also clears multistep schedulers' history
+        latents = noise * self.scheduler.init_noise_sigma
         embeddings = text.expand(len(grids), -1, -1)
+        step_kwargs = _step_kwargs(self.scheduler, generator)
         for step, timestep in enumerate(self.scheduler.timesteps):
             model_input = self.scheduler.scale_model_input(latents, timestep)
             prediction = self.unet(model_input, timestep, encoder_hidden_states=embeddings).sample
-            latents = self.scheduler.step(prediction, timestep, latents, generator=generator).prev_sample
+            latents = self.scheduler.step(prediction, timestep, latents, **step_kwargs).prev_sample
             if callback_on_step_end is not None:
                 returned = callback_on_step_end(self, step, timestep, {"latents": latents, "grids": list(grids)})
                 latents = (returned or {}).get("latents", latents)
@@ -241,6 +235,7 @@ class QffusionPipeline(DiffusionPipeline):
         generator: torch.Generator | None = None,
         batch_size: int = 8,
         output_type: str = "np",
+        show_progress: bool = True,
         callback_on_step_end: Callable | None = None,
     ) -> QffusionPipelineOutput:
         """Generates frames `1 .. N - 2` between `start_image` (frame 0) and `end_image` (frame N - 1).
@@ -255,12 +250,15 @@ class QffusionPipeline(DiffusionPipeline):
             width (`int`, *optional*): frame width, likewise.
             schedule (`str` or [`~zeroshot.qffusion.schedule.PropagationSchedule`], *optional*, defaults to `"qgp"`):
                 `"qgp"` (recursive trisection), `"naive"`, or a schedule for `N` frames.
-            num_inference_steps (`int`, *optional*, defaults to 25): denoising steps per grid.
+            num_inference_steps (`int`, *optional*, defaults to 25): denoising steps per grid (second-order
+                schedulers such as Heun call the UNet about twice per step).
             prompt (`str`, *optional*, defaults to `""`): the text the checkpoint was trained with.
-            generator (`torch.Generator`, *optional*): random source; grids draw their noise in schedule order, so
-                the result does not depend on `batch_size` (for schedulers that add no noise while stepping).
+            generator (`torch.Generator`, *optional*): random source; every grid's noise is drawn first, in schedule
+                order, so the result does not depend on `batch_size` (for schedulers that add no noise while
+                stepping; ancestral and SDE samplers draw theirs from it per batch).
             batch_size (`int`, *optional*, defaults to 8): grids per UNet batch (and images per VAE batch).
             output_type (`str`, *optional*, defaults to `"np"`): `"np"` for `uint8` frames, `"latent"` for latents.
+            show_progress (`bool`, *optional*, defaults to `True`): a progress bar over the UNet calls.
             callback_on_step_end (`Callable`, *optional*): called as `callback(pipe, step, timestep, kwargs)` after
                 every denoising step of every batch of grids with `kwargs = {"latents", "grids"}`; may return a dict
                 with replacement `"latents"`.
@@ -271,13 +269,11 @@ class QffusionPipeline(DiffusionPipeline):
         # 1. Settings
         if output_type not in ("np", "latent"):
             raise ValueError(f"output_type must be 'np' or 'latent', got {output_type!r}.")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
         if isinstance(schedule, str) and schedule not in SCHEDULES:
             raise ValueError(f"Unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}.")
         default_height, default_width = _image_size(conditions[0])
         height, width = height or default_height, width or default_width
-        self.check_inputs(conditions, height, width, num_inference_steps)
+        self.check_inputs(conditions, height, width, num_inference_steps, batch_size)
         num_frames = len(conditions)
         if isinstance(schedule, str):
             schedule = build_schedule(num_frames, schedule)
@@ -286,24 +282,36 @@ class QffusionPipeline(DiffusionPipeline):
         device = self._execution_device
 
         # 2. Prompt, references and conditions in latent space
-        text = self.encode_prompt(prompt, device)
-        references = torch.stack([_image_tensor(image, height, width) for image in (start_image, end_image)])
-        reference_latents = self.encode_images(references, batch_size)
-        condition_images = torch.stack([_image_tensor(image, height, width) for image in conditions])
-        condition_latents = self.encode_images(condition_images, batch_size)
+        text = encode_texts(self.tokenizer, self.text_encoder, [prompt]).to(device, self.unet.dtype)
+        references = _model_tensors([start_image, end_image], height, width)
+        reference_latents = encode_latents(self.vae, references, batch_size)
+        condition_latents = encode_latents(self.vae, _model_tensors(conditions, height, width), batch_size)
         known = {0: reference_latents[:1], num_frames - 1: reference_latents[1:]}
 
         # 3. Waves of grids, each wave's grids batched
         hook = QuadrantGridHook(self.scheduler.alphas_cumprod)
-        total = sum(-(-len(wave) // batch_size) for wave in schedule.waves) * num_inference_steps
-        with install_quadrant_grid_hook(self.unet, hook), self.progress_bar(total=total) as progress:
+        try:
+            self.scheduler.set_timesteps(num_inference_steps, device=device)
+        except ValueError as error:  # e.g. PNDM with Runge-Kutta warm-up steps needs at least 4 steps
+            raise ZeroshotError(
+                f"{type(self.scheduler).__name__} cannot make a schedule of {num_inference_steps} steps ({error}); "
+                f"use more steps or another scheduler."
+            ) from error
+        unet_calls = len(self.scheduler.timesteps)  # more than the steps for second-order schedulers
+        total = sum(-(-len(wave) // batch_size) for wave in schedule.waves) * unet_calls
+        progress = tqdm(total=total, desc="qffusion", unit="call", disable=not show_progress, leave=False)
+        noise, corner_noise = self._initial_noise(len(schedule), condition_latents.shape[1:], generator)
+        first = 0  # of the batch, among the grids in schedule order
+        with install_quadrant_grid_hook(self.unet, hook), progress:
             for wave in schedule.waves:
                 generated = {}
                 for start in range(0, len(wave), batch_size):
                     grids = wave[start : start + batch_size]
+                    batch = slice(first, first + len(grids))
+                    first += len(grids)
                     tiles_b, tiles_c = self._sample_grids(
-                        hook, grids, known, condition_latents, text, num_inference_steps, generator, progress,
-                        callback_on_step_end,
+                        hook, grids, known, condition_latents, text, noise[batch], corner_noise[:, batch],
+                        num_inference_steps, generator, progress, callback_on_step_end,
                     )  # fmt: skip
                     for index, grid in enumerate(grids):
                         for tile, (frame, kept) in enumerate(zip(grid.frames[1:3], grid.keep, strict=True)):
@@ -311,12 +319,15 @@ class QffusionPipeline(DiffusionPipeline):
                                 generated[frame] = (tiles_b, tiles_c)[tile][index : index + 1]
                 known.update(generated)
 
-        # 4. Frames
+        # 4. Frames: the references as given, the others decoded
         latents = torch.cat([known[frame] for frame in range(num_frames)])
         if output_type == "latent":
             frames = latents
         else:
-            middle = self.decode_latents(latents[1:-1], batch_size) if num_frames > 2 else references[:0]
-            frames = _to_uint8(torch.cat([references[:1], middle, references[1:]]))
+            ends = to_uint8(references)
+            middle = ends[:0]
+            if num_frames > 2:
+                middle = decode_latents(self.vae, latents[1:-1], batch_size, show_progress=show_progress)
+            frames = np.concatenate([ends[:1], middle, ends[1:]])
         self.maybe_free_model_hooks()
         return QffusionPipelineOutput(frames=frames, schedule=schedule)

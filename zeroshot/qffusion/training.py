@@ -18,128 +18,55 @@ The recipe of the paper (Sec. 4.2, 5.1), with what it leaves open decided here:
   accumulation (2 in the paper), gradient clipping at 1.0.
 
 Checkpoints (`output_dir/checkpoint-STEP/`) hold the full training state (accelerate's optimizer, scheduler, RNG and
-sampler states) and the UNet as `unet.safetensors` with its [`~zeroshot.qffusion.checkpoint.QffusionConfig`]; each is
-written under a temporary name and renamed when complete. Resuming restores all of it and continues with the same
-data order, so an interrupted run ends where an uninterrupted one would. The end of training exports `final/`, a
-complete diffusers-format model folder.
+sampler states, and how many batches each process has taken from the data) and the UNet as `unet.safetensors` with
+its [`~zeroshot.qffusion.checkpoint.QffusionConfig`]; each is written under a temporary name and renamed when
+complete. An epoch whose batch count is not a multiple of the gradient accumulation ends with a shorter optimizer step
+(accelerate steps at the end of the data), so the data position is counted in batches, not derived from the step.
+Resuming restores all of it and continues with the same data order, so an interrupted run ends where an uninterrupted
+one would; it refuses settings that would change what the run computes, the process count included. The end of
+training exports `final/`, a complete diffusers-format model folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from diffusers import DDPMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
 from hooks import pack_quadrant_grid, quadrant_grid_input, reference_grid
 
+from ..atomic import staged_folder, write_json
+from ..components import ModelComponents
 from ..errors import ZeroshotError
-from .checkpoint import QFFUSION_IN_CHANNELS, QffusionConfig, save_qffusion_model, save_unet_weights
-from .conditions import rendering_version
-from .data import QuadrantGridDataset, find_videos, parse_interval, prepare_video
+from ..imaging import encode_latents
+from ..prompts import encode_texts
+from .checkpoint import QFFUSION_IN_CHANNELS, save_qffusion_model, save_unet_weights
+from .data import QuadrantGridDataset, find_videos, prepare_video
+from .settings import TrainingSettings, parse_interval
 
 logger = logging.getLogger(__name__)
 
-#: Settings that must not change when resuming a run.
-_RESUME_INVARIANTS = ("model", "resolution", "interval", "condition", "prompt", "crop_scale", "batch_size", "seed")
-
-
-@dataclass(frozen=True)
-class TrainingSettings:
-    """Settings of a QGA fine-tuning run (the options of `scripts/train_qga.py`).
-
-    Args:
-        model (`str`): the base model: a Stable Diffusion 1.5 folder or hub id (4-channel UNet, widened), or a
-            Qffusion model folder (12 channels, training continues).
-        data (`str`): folder of training videos.
-        output_dir (`str`): where checkpoints, logs, the data cache and `final/` go.
-        resolution (`int`, *optional*, defaults to 256): side of the square training frames (the paper's 256).
-        interval (`str`, *optional*, defaults to `"5"`): frames between the four frames, or a range `"LOW:HIGH"`.
-        crop_scale (`float`, *optional*, defaults to 2.5): crop side over the face's size.
-        condition (`str`, *optional*, defaults to `"face"`): `"face"` or `"body"`.
-        prompt (`str`, *optional*, defaults to `""`): the fixed text for the cross-attention.
-        learning_rate (`float`, *optional*, defaults to 1e-4): peak learning rate.
-        warmup_steps (`int`, *optional*, defaults to 10000): linear warm-up, in optimizer steps.
-        max_steps (`int`, *optional*, defaults to 100000): optimizer steps to train for.
-        batch_size (`int`, *optional*, defaults to 1): samples per process and micro-batch.
-        gradient_accumulation (`int`, *optional*, defaults to 2): micro-batches per optimizer step.
-        weight_decay (`float`, *optional*, defaults to 1e-2): AdamW weight decay.
-        max_grad_norm (`float`, *optional*, defaults to 1.0): gradient clipping.
-        mixed_precision (`str`, *optional*, defaults to `"no"`): `"no"`, `"fp16"` or `"bf16"`.
-        gradient_checkpointing (`bool`, *optional*, defaults to `False`): trade compute for UNet memory.
-        checkpoint_every (`int`, *optional*, defaults to 1000): optimizer steps between checkpoints.
-        keep_checkpoints (`int`, *optional*, defaults to 3): newest checkpoints kept; 0 keeps all.
-        log_every (`int`, *optional*, defaults to 10): optimizer steps between log lines.
-        resume (`str`, *optional*): `"latest"` or a checkpoint folder to continue from.
-        seed (`int`, *optional*, defaults to 0): seed of the data order, noise and timesteps.
-        num_workers (`int`, *optional*, defaults to 2): data-loading processes per training process.
-        cpu (`bool`, *optional*, defaults to `False`): train on CPUs (several processes talk over gloo).
-        offline (`bool`, *optional*, defaults to `False`): never touch the network for the base model.
-        progress (`bool`, *optional*, defaults to `True`): progress bars.
-    """
-
-    model: str
-    data: str
-    output_dir: str
-    resolution: int = 256
-    interval: str = "5"
-    crop_scale: float = 2.5
-    condition: str = "face"
-    prompt: str = ""
-    learning_rate: float = 1e-4
-    warmup_steps: int = 10000
-    max_steps: int = 100000
-    batch_size: int = 1
-    gradient_accumulation: int = 2
-    weight_decay: float = 1e-2
-    max_grad_norm: float = 1.0
-    mixed_precision: str = "no"
-    gradient_checkpointing: bool = False
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 3
-    log_every: int = 10
-    resume: str | None = None
-    seed: int = 0
-    num_workers: int = 2
-    cpu: bool = False
-    offline: bool = False
-    progress: bool = True
-
-    def qffusion_config(self) -> QffusionConfig:
-        """The [`QffusionConfig`] that checkpoints of this run carry."""
-        return QffusionConfig(
-            condition=self.condition,
-            rendering=rendering_version(self.condition),
-            resolution=self.resolution,
-            prompt=self.prompt,
-            frame_interval=self.interval,
-        )
-
-    def check(self) -> None:
-        """Raises [`~zeroshot.errors.ZeroshotError`] for settings that cannot work."""
-        parse_interval(self.interval)
-        positive = ("resolution", "max_steps", "batch_size", "gradient_accumulation", "checkpoint_every", "log_every")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ZeroshotError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}.")
-        for name in ("warmup_steps", "keep_checkpoints", "num_workers"):
-            if getattr(self, name) < 0:
-                raise ZeroshotError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}.")
-        if self.resolution % 32:
-            raise ZeroshotError(f"--resolution must be a multiple of 32, got {self.resolution}.")
-        if self.learning_rate <= 0 or self.crop_scale <= 0:
-            raise ZeroshotError("--learning-rate and --crop-scale must be positive.")
-        if self.condition not in ("face", "body"):
-            raise ZeroshotError(f"--condition must be 'face' or 'body', got {self.condition!r}.")
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise ZeroshotError(f"--mixed-precision must be no, fp16 or bf16, got {self.mixed_precision!r}.")
+#: Settings that must not change when resuming a run: they change the data, its order, the loss or what a step is.
+_RESUME_INVARIANTS = (
+    "model",
+    "resolution",
+    "interval",
+    "condition",
+    "prompt",
+    "crop_scale",
+    "batch_size",
+    "gradient_accumulation",
+    "seed",
+)
 
 
 def widen_conv_in(unet: UNet2DConditionModel) -> UNet2DConditionModel:
@@ -184,7 +111,7 @@ def _resolve_resume(settings: TrainingSettings) -> Path | None:
         if existing:
             raise ZeroshotError(
                 f"{settings.output_dir!r} already holds checkpoints (newest {existing[-1].name}). Continue with "
-                f"--resume latest, or choose another --output-dir."
+                f"--resume latest, or choose another --out."
             )
         return None
     if settings.resume == "latest":
@@ -197,22 +124,31 @@ def _resolve_resume(settings: TrainingSettings) -> Path | None:
     return folder
 
 
-def _check_resumable(folder: Path, settings: TrainingSettings) -> int:
+def _check_resumable(folder: Path, settings: TrainingSettings, num_processes: int) -> tuple[int, int]:
+    """The optimizer step and the batches taken per process that the checkpoint `folder` ends at, after checking that
+    this run continues it."""
     state = json.loads((folder / "training_state.json").read_text())
+    if "batches" not in state:
+        raise ZeroshotError(
+            f"{str(folder)!r} was written by an older version of the training code that did not record the data "
+            f"position; start a new run in another --out."
+        )
     changed = [
         f"{name} ({state['settings'][name]!r} -> {getattr(settings, name)!r})"
         for name in _RESUME_INVARIANTS
         if state["settings"].get(name) != getattr(settings, name)
     ]
+    if state["num_processes"] != num_processes:
+        changed.append(f"processes ({state['num_processes']} -> {num_processes})")
     if changed:
         raise ZeroshotError(
             f"Cannot resume from {str(folder)!r} with different settings: {', '.join(changed)}. Resume with the "
-            f"run's settings, or start a new run in another --output-dir."
+            f"run's settings and number of processes, or start a new run in another --out."
         )
-    return int(state["step"])
+    return int(state["step"]), int(state["batches"])
 
 
-def _load_base_unet_and_parts(settings: TrainingSettings):
+def _load_base_unet_and_parts(settings: TrainingSettings) -> ModelComponents:
     from ..loading import load_components
 
     components = load_components(
@@ -266,7 +202,9 @@ def train_qga(settings: TrainingSettings) -> Path:
     )
     output_dir = Path(settings.output_dir)
     resume_from = _resolve_resume(settings)
-    start_step = _check_resumable(resume_from, settings) if resume_from is not None else 0
+    start_step, start_batches = 0, 0
+    if resume_from is not None:
+        start_step, start_batches = _check_resumable(resume_from, settings, accelerator.num_processes)
     accelerator.wait_for_everyone()
     set_seed(settings.seed)
     qffusion_config = settings.qffusion_config()
@@ -278,7 +216,7 @@ def train_qga(settings: TrainingSettings) -> Path:
         "resolution": settings.resolution,
         "crop_scale": settings.crop_scale,
         "condition": settings.condition,
-        "progress": settings.progress and accelerator.is_local_main_process,
+        "show_progress": settings.show_progress and accelerator.is_local_main_process,
     }
     for index, path in enumerate(videos):
         if index % accelerator.num_processes == accelerator.process_index:
@@ -307,12 +245,7 @@ def train_qga(settings: TrainingSettings) -> Path:
     vae = components.vae.to(accelerator.device).requires_grad_(False)
     if weight_dtype != torch.float32:
         vae.to(weight_dtype)
-    with torch.no_grad():
-        ids = components.tokenizer(
-            [settings.prompt], padding="max_length", max_length=components.tokenizer.model_max_length,
-            truncation=True, return_tensors="pt",
-        ).input_ids  # fmt: skip
-        text = components.text_encoder(ids)[0].to(accelerator.device, weight_dtype)
+    text = encode_texts(components.tokenizer, components.text_encoder, [settings.prompt]).to(accelerator.device)
     noise_scheduler = DDPMScheduler.from_config(components.scheduler.config)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     # accelerate steps a prepared scheduler once per process per optimizer step
@@ -343,18 +276,18 @@ def train_qga(settings: TrainingSettings) -> Path:
             f"{len(dataset)} training samples make no batch of {settings.batch_size} per process on "
             f"{accelerator.num_processes} processes; lower --batch-size or add videos."
         )
-    step = start_step
+    step, batches = start_step, start_batches  # optimizer steps; batches this process took from the data
     log_path = output_dir / "log.jsonl"
-    show = settings.progress and accelerator.is_main_process
+    show = settings.show_progress and accelerator.is_main_process
     progress = tqdm(total=settings.max_steps, initial=step, desc="train", disable=not show)
     started = time.perf_counter()
     micro_losses: list[torch.Tensor] = []
     while step < settings.max_steps:
-        consumed = step * settings.gradient_accumulation
-        epoch, skip = divmod(consumed, batches_per_epoch)
+        epoch, skip = divmod(batches, batches_per_epoch)
         loader.set_epoch(epoch)
         epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
         for batch in epoch_loader:
+            batches += 1
             # Noise and timesteps come from a generator seeded by (seed, step, micro-batch, process), so a resumed run
             # draws exactly what the uninterrupted run would have.
             micro = len(micro_losses)
@@ -362,7 +295,7 @@ def train_qga(settings: TrainingSettings) -> Path:
                 hash((settings.seed, step, micro, accelerator.process_index)) % 2**63
             )
             with accelerator.accumulate(unet):
-                loss = _grid_loss(batch, unet, vae, text, noise_scheduler, weight_dtype, generator)
+                loss = _grid_loss(batch, unet, vae, text, noise_scheduler, generator)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(unet.parameters(), settings.max_grad_norm)
@@ -378,14 +311,14 @@ def train_qga(settings: TrainingSettings) -> Path:
             progress.update()
             progress.set_postfix(loss=f"{mean_loss:.4f}")
             if accelerator.is_main_process:
-                record = {"step": step, "loss": mean_loss, "lr": lr_scheduler.get_last_lr()[0]}
+                record = {"step": step, "epoch": epoch, "loss": mean_loss, "lr": lr_scheduler.get_last_lr()[0]}
                 record["seconds"] = round(time.perf_counter() - started, 3)
                 with log_path.open("a") as log:
                     log.write(json.dumps(record) + "\n")
                 if step % settings.log_every == 0:
                     logger.info("step %d  loss %.5f  lr %.3g", step, mean_loss, record["lr"])
             if step % settings.checkpoint_every == 0 or step == settings.max_steps:
-                _save_checkpoint(accelerator, output_dir, step, settings)
+                _save_checkpoint(accelerator, output_dir, step, batches, settings)
             if step >= settings.max_steps:
                 break
     progress.close()
@@ -396,11 +329,9 @@ def train_qga(settings: TrainingSettings) -> Path:
         components.unet = accelerator.unwrap_model(unet).eval()
         if weight_dtype != torch.float32:
             components.vae = components.vae.float()
-        staging = output_dir / ".final.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        save_qffusion_model(components, staging, qffusion_config)
+        # A finished run that was continued replaces its model; the checkpoint saved at max_steps holds the new one.
         shutil.rmtree(final, ignore_errors=True)
-        staging.rename(final)
+        save_qffusion_model(components, final, qffusion_config)
         logger.info("Exported %s", final)
     accelerator.wait_for_everyone()
     accelerator.end_training()
@@ -410,19 +341,17 @@ def train_qga(settings: TrainingSettings) -> Path:
 def _grid_loss(
     batch: dict[str, torch.Tensor],
     unet: torch.nn.Module,
-    vae: torch.nn.Module,
+    vae: AutoencoderKL,
     text: torch.Tensor,
     noise_scheduler: DDPMScheduler,
-    weight_dtype: torch.dtype,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """The paper's loss on one batch: noise prediction error over the whole diffused grid of four frames."""
+    """The paper's loss on one batch: noise prediction error over the whole diffused grid of four frames. Latents
+    are encoded exactly as the pipeline encodes them ([`~zeroshot.imaging.encode_latents`])."""
     frames, conditions = batch["frames"], batch["conditions"]
     size = frames.shape[0]
-    with torch.no_grad():
-        images = torch.cat([frames, conditions]).flatten(0, 1).to(vae.device, weight_dtype)
-        latents = vae.encode(images).latent_dist.mode() * vae.config.scaling_factor
-        latents = latents.float().unflatten(0, (2 * size, 4))
+    images = torch.cat([frames, conditions]).flatten(0, 1)
+    latents = encode_latents(vae, images, chunk_size=len(images)).unflatten(0, (2 * size, 4))
     tiles, condition_tiles = latents[:size], latents[size:]
     clean = pack_quadrant_grid([tiles[:, i] for i in range(4)])
     references = reference_grid(tiles[:, 0], tiles[:, 3])
@@ -441,22 +370,30 @@ def _grid_loss(
     return torch.nn.functional.mse_loss(prediction.float(), target.float())
 
 
-def _save_checkpoint(accelerator, output_dir: Path, step: int, settings: TrainingSettings) -> None:
-    """Saves the training state to `checkpoint-STEP` (via a temporary folder) and prunes old checkpoints."""
+def _save_checkpoint(accelerator, output_dir: Path, step: int, batches: int, settings: TrainingSettings) -> None:
+    """Saves the training state to `checkpoint-STEP` (staged under a temporary name that every process writes into,
+    renamed when complete) and prunes old checkpoints."""
+    from accelerate.utils import broadcast_object_list
+
     folder = output_dir / f"checkpoint-{step}"
-    staging = output_dir / f".checkpoint-{step}.partial"
-    if accelerator.is_main_process:
-        shutil.rmtree(staging, ignore_errors=True)
+    main = accelerator.is_main_process
+    if main:
+        shutil.rmtree(folder, ignore_errors=True)  # from a later part of the run abandoned by resuming before it
+    with staged_folder(folder) if main else contextlib.nullcontext() as staging:
+        name = broadcast_object_list([str(staging) if main else None])[0]
+        accelerator.save_state(name)
+        accelerator.wait_for_everyone()
+        if main:
+            state = {
+                "step": step,
+                "batches": batches,
+                "num_processes": accelerator.num_processes,
+                "settings": asdict(settings),
+            }
+            write_json(staging / "training_state.json", state)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(staging))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        state = {"step": step, "settings": asdict(settings)}
-        (staging / "training_state.json").write_text(json.dumps(state, indent=2))
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(staging, folder)
+    if main:
         if settings.keep_checkpoints:
             for old in find_checkpoints(output_dir)[: -settings.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
         logger.info("Saved %s", folder)
-    accelerator.wait_for_everyone()
