@@ -10,6 +10,8 @@ import tempfile
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="zeroshot-test-hf-")
 
 import pytest
+import torch
+from diffusers import UNet2DConditionModel
 
 from zeroshot.testing import build_random_components, save_components
 
@@ -24,3 +26,20 @@ def tiny_components():
 def tiny_model_paths(tiny_components, tmp_path_factory):
     """The tiny models saved as a diffusers-format base model folder and a ControlNet folder."""
     return save_components(tiny_components, tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture(scope="module")
+def ladder_unet():
+    """A small UNet with up-block attention at three resolutions (run at odd, non-square latent sizes such as 5x7,
+    its layers see grids 5x7, 3x4 and 2x2); random weights, seed 0."""
+    torch.manual_seed(0)
+    return UNet2DConditionModel(
+        sample_size=8,
+        block_out_channels=(16, 32, 32),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=24,
+        attention_head_dim=4,
+        norm_num_groups=8,
+    ).eval()

@@ -4,7 +4,6 @@ call's plan and masks are known, masks resized once per token grid and step, and
 import pytest
 import torch
 import torch.nn.functional as F
-from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention
 from torch.overrides import TorchFunctionMode
 
@@ -76,21 +75,6 @@ class Counting:
             out = self.processor(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
         self.calls.append(counter)
         return out
-
-
-@pytest.fixture(scope="module")
-def ladder_unet():
-    torch.manual_seed(0)
-    return UNet2DConditionModel(
-        sample_size=8,
-        block_out_channels=(16, 32, 32),
-        layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=24,
-        attention_head_dim=4,
-        norm_num_groups=8,
-    ).eval()
 
 
 def _masks(kind, seed):

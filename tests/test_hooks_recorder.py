@@ -3,28 +3,12 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from diffusers import UNet2DConditionModel
 
 from hooks import CROSS_ATTENTION, CrossAttentionRecorder, attention_maps_to_masks, install_attn_processors, token_grid
 
 # A UNet with cross-attention at three resolutions, run at an odd, non-square latent size: 5x7 -> 3x4 -> 2x2.
 LATENT_SIZE = (5, 7)
 GRIDS = {35: (5, 7), 12: (3, 4), 4: (2, 2)}  # queries of a layer -> its grid, worked out by hand
-
-
-@pytest.fixture(scope="module")
-def ladder_unet():
-    torch.manual_seed(0)
-    return UNet2DConditionModel(
-        sample_size=8,
-        block_out_channels=(16, 32, 32),
-        layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=24,
-        attention_head_dim=4,
-        norm_num_groups=8,
-    ).eval()
 
 
 class ReferenceProbabilities:
