@@ -217,20 +217,29 @@ def test_pipeline_rejects_bad_settings(pipe):
         _run(pipe, _random_images(4, 7), schedule="spiral")
 
 
-def test_edit_odd_sized_real_video_keeps_count_rate_size_and_references(pipe, odd_clip):
+def test_edit_odd_sized_real_video_in_subject_crops_pasted_back(pipe, odd_clip):
     _, video = odd_clip
     start, end = _edited(video.frames[0]), _edited(video.frames[-1])
-    config = QffusionConfig(resolution=32)
-    result = edit_video(
-        pipe, config, video, start, end, num_inference_steps=2, generator=torch.Generator().manual_seed(0),
-        show_progress=False,
-    )  # fmt: skip
+    options = {"num_inference_steps": 2, "show_progress": False}
+    config = QffusionConfig(resolution=32, crop_scale=2.0)  # the face fills half a crop smaller than the frame
+    result = edit_video(pipe, config, video, start, end, **options)
     assert video.frames.shape == (CLIP_FRAMES, 143, 175, 3)
     assert result.video.frames.shape == video.frames.shape and result.video.fps == video.fps
     assert np.array_equal(result.video.frames[0], start) and np.array_equal(result.video.frames[-1], end)
-    assert result.conditions.shape == (CLIP_FRAMES, 32, 40, 3)  # short side 32, aspect kept, multiples of 8
-    assert result.conditions[:, :, :, :].max() == 255  # the face was found and drawn
-    assert len(result.schedule) > 0 and all(not np.array_equal(f, video.frames[1]) for f in result.video.frames[1:-1])
+    assert result.conditions.shape == (CLIP_FRAMES, 32, 32, 3)  # the checkpoint's square crops, at its resolution
+    assert result.conditions.max() == 255  # the face was found and drawn
+    boxes = result.crop_boxes
+    side = boxes[0, 2] - boxes[0, 0]
+    assert 60 < side < 143 and (boxes[:, 2:] - boxes[:, :2] == side).all()  # around the face, smaller than the frame
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= 175).all() and (boxes[:, 3] <= 143).all()
+    for frame, edited, (left, top, right, bottom) in zip(video.frames[1:-1], result.video.frames[1:-1], boxes[1:-1]):
+        outside = np.ones(frame.shape[:2], bool)
+        outside[top:bottom, left:right] = False
+        assert np.array_equal(edited[outside], frame[outside])  # the input's pixels, bit for bit
+        assert not np.array_equal(edited[~outside], frame[~outside])  # generated inside
+    # a checkpoint trained on whole frames edits whole frames: shorter side 32, aspect kept, multiples of 8
+    full = edit_video(pipe, QffusionConfig(resolution=32, crop="full"), video, start, end, **options)
+    assert full.conditions.shape == (CLIP_FRAMES, 32, 40, 3) and (full.crop_boxes == [0, 0, 175, 143]).all()
 
 
 def test_jump_cut_transition(pipe, clip):

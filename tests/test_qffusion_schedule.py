@@ -103,7 +103,10 @@ def test_qgp_examples():
     (only,) = qgp_schedule(3).grids
     assert only.frames == (0, 1, 1, 2) and only.keep == (True, False)
     # 5 frames: frame 3 is left over at the end of the video and regenerates frame 2 for context
-    assert [(g.frames, g.keep) for g in qgp_schedule(5).grids] == [((0, 1, 2, 4), (True, True)), ((1, 2, 3, 4), (False, True))]
+    assert [(g.frames, g.keep) for g in qgp_schedule(5).grids] == [
+        ((0, 1, 2, 4), (True, True)),
+        ((1, 2, 3, 4), (False, True)),
+    ]
 
 
 def test_the_leftover_lone_frame_keeps_paired_frames_close():

@@ -6,8 +6,8 @@ d). Given the first and last frames of a video of `N = K + 1` frames (indices `0
 wave starts (a given frame, or one generated in an earlier wave), so the grids of one wave are independent and run as
 one batch.
 
-QGP (paper Sec. 4.3 and Appendix A, Algorithm 1) trisects the video recursively. At level `L = 1, 2, ...` its frames are
-the paper's indices `p_L(i) = floor(i * K / 3^L)`: level 1 is `[0, floor(K/3), floor(2K/3), K]`, level 2
+QGP (paper Sec. 4.3 and Appendix A, Algorithm 1) trisects the video recursively. At level `L = 1, 2, ...` its frames
+are the paper's indices `p_L(i) = floor(i * K / 3^L)`: level 1 is `[0, floor(K/3), floor(2K/3), K]`, level 2
 `[0, floor(K/9), floor(2K/9), floor(K/3)]`, `[floor(K/3), floor(4K/9), floor(5K/9), floor(2K/3)]`, ... (Sec. 4.3
 prints both). A segment `p_{L-1}(j) .. p_{L-1}(j + 1)` of a level is
 
