@@ -3,6 +3,7 @@ video, odd-sized included (the API and scripts/edit.py)."""
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -232,7 +233,8 @@ def test_edit_odd_sized_real_video_in_subject_crops_pasted_back(pipe, odd_clip):
     side = boxes[0, 2] - boxes[0, 0]
     assert 60 < side < 143 and (boxes[:, 2:] - boxes[:, :2] == side).all()  # around the face, smaller than the frame
     assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= 175).all() and (boxes[:, 3] <= 143).all()
-    for frame, edited, (left, top, right, bottom) in zip(video.frames[1:-1], result.video.frames[1:-1], boxes[1:-1]):
+    middle = zip(video.frames[1:-1], result.video.frames[1:-1], boxes[1:-1], strict=True)
+    for frame, edited, (left, top, right, bottom) in middle:
         outside = np.ones(frame.shape[:2], bool)
         outside[top:bottom, left:right] = False
         assert np.array_equal(edited[outside], frame[outside])  # the input's pixels, bit for bit
@@ -283,6 +285,10 @@ def test_edit_script_writes_the_whole_odd_sized_video(checkpoint, odd_clip, tmp_
     assert np.abs(first - _edited(video.frames[0])).mean() < np.abs(first - video.frames[0]).mean()  # the edit
     report = json.loads((tmp_path / "edited.report.json").read_text())  # named as scripts/animate.py names it
     assert report["frames"] == CLIP_FRAMES and report["grids"] > 0 and report["output"] == str(out)
+    assert report["crop"] == "subject" and report["working_size"] == [32, 32]
+    assert len(report["crop_boxes"]) == CLIP_FRAMES and all(
+        0 <= left < right <= 175 for left, _, right, _ in report["crop_boxes"]
+    )
     assert set(report["seconds"]) == {"landmarks", "conditions", "generation"}
 
 
@@ -320,6 +326,18 @@ def test_edit_script_errors(checkpoint, clip, tiny_components, tiny_model_paths,
     # checked before any model loads: a checkpoint that cannot load is not reached
     wrong_size[wrong_size.index(str(checkpoint))] = str(four)
     assert "The start image is 64x64" in _script_error(capsys, wrong_size)
+
+    Image.new("RGB", video.size).save(tmp_path / "black.png")
+    no_face = ["--video", str(path), "--checkpoint", str(checkpoint), *common, *out]
+    no_face[no_face.index(str(end))] = str(tmp_path / "black.png")
+    assert _script_error(capsys, no_face).startswith("error: No face was found in the end image.")
+    write_video(video.frames[:1], tmp_path / "one.gif", video.fps)
+    one_frame = ["--video", str(tmp_path / "one.gif"), "--checkpoint", str(checkpoint), *common, *out]
+    assert "The video has 1 frame; editing needs at least 2" in _script_error(capsys, one_frame)
+    copied = shutil.copytree(checkpoint, tmp_path / "copied")
+    (copied / "qffusion.json").write_text(QffusionConfig(condition="body", resolution=32).to_json())
+    message = _script_error(capsys, ["--video", str(path), "--checkpoint", str(copied), *common, *out])
+    assert "qffusion.json' disagrees with the settings its UNet weights were saved with: condition 'body'" in message
 
     too_short = ["--start", str(start), "--end", str(end), "--jump-cut", "2", "--checkpoint", str(four), *common[4:]]
     assert "needs at least 3 frames" in _script_error(capsys, [*too_short, *out])
