@@ -10,10 +10,11 @@ No public Qffusion checkpoint exists; `scripts/train_qga.py` makes one. Two form
 
 Either form may carry a [`QffusionConfig`]: `qffusion.json` in the folder (a copy of which the folder's UNet weights
 carry too, so that a `qffusion.json` changed by hand or copied from another model is caught), or the `qffusion` entry
-of the safetensors metadata. It says which conditions the checkpoint was trained on and how they were drawn, at what resolution and with
-which prompt, so that editing renders exactly what training rendered; a checkpoint whose drawing is not the one this
-code makes is refused. [`read_qffusion_config`] reads it without loading any weights, so that a script can check its
-inputs first. A separate VAE (the paper fine-tunes one) can replace the base model's.
+of the safetensors metadata. It says which conditions the checkpoint was trained on and how they were drawn, at what
+resolution, on which crops and with which prompt, so that editing renders exactly what training rendered; a checkpoint
+whose drawing is not the one this code makes is refused. [`read_qffusion_config`] reads it without loading any
+weights, so that a script can check its inputs first. A separate VAE (the paper fine-tunes one) can replace the base
+model's.
 """
 
 from __future__ import annotations
@@ -397,9 +398,9 @@ def save_qffusion_model(components: ModelComponents, folder: str | Path, config:
     Returns:
         `Path`: the folder.
     """
-    from .pipeline import QffusionPipeline
-
     from safetensors.torch import load_file, save_file
+
+    from .pipeline import QffusionPipeline
 
     folder = Path(folder)
     with staged_folder(folder) as staging:
