@@ -14,8 +14,8 @@ which has no video, a cross-fade of the two images). The output has the input's 
 included), and its first and last frames are the given images.
 
 Everything that needs no model can run before the models load: [`reference_arrays`] checks the edited frames against
-the video, and the landmarks ([`~zeroshot.qffusion.conditions.detect_landmarks`], [`jump_cut_landmarks`]) can be
-given to [`edit_video`] and [`smooth_jump_cut`] already detected.
+the video (and that they show the subject), and the landmarks ([`~zeroshot.qffusion.conditions.detect_landmarks`],
+[`jump_cut_landmarks`]) can be given to [`edit_video`] and [`smooth_jump_cut`] already detected.
 """
 
 from __future__ import annotations
@@ -265,7 +265,6 @@ def smooth_jump_cut(
         raise ValueError(f"Got landmarks of {len(landmarks)} frames for a transition of {num_frames}.")
     return _regenerate(
         pipe, config, start, end, landmarks, _cross_fade(start, end, num_frames), fps, seconds, resolution=resolution,
-        schedule=schedule,
-        num_inference_steps=num_inference_steps, generator=generator, batch_size=batch_size,
+        schedule=schedule, num_inference_steps=num_inference_steps, generator=generator, batch_size=batch_size,
         show_progress=show_progress,
     )  # fmt: skip
