@@ -86,6 +86,8 @@ def test_body_conditions_are_drawn_at_known_pixels_of_the_crop():
         x, y = pixels[joint]
         assert tuple(images[0, 2 * (y - 55), 2 * (x - 110)]) == colour
     assert tuple(images[0, 5, 5]) == (0, 0, 0)
+    poses.body[1, :, 2] = 0  # nobody in the middle frame: it keeps its neighbours' box
+    assert (crop_boxes(poses, (WIDTH, HEIGHT), crop_scale=2.0, crop_smoothing=0)[1] == boxes[1]).all()
 
 
 @pytest.fixture(scope="module")

@@ -87,6 +87,11 @@ def crop_boxes(
             f"crop_scale must be positive and crop_smoothing not negative: {crop_scale}, {crop_smoothing}."
         )
     boxes = subject_boxes(landmarks).astype(np.float64) * np.array([width, height, width, height])
+    found = np.isfinite(boxes).all(axis=1)  # a frame without keypoints takes its box from the nearest ones
+    if not found.any():
+        raise ValueError("No frame shows the subject to crop around.")
+    frames = np.arange(len(boxes))
+    boxes = np.stack([np.interp(frames, frames[found], boxes[found, side]) for side in range(4)], axis=1)
     centres = _smooth((boxes[:, :2] + boxes[:, 2:]) / 2, crop_smoothing)
     size = float(np.median(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])))
     side = max(1, min(round(crop_scale * size), width, height))
