@@ -75,7 +75,8 @@ class PreparedVideo:
 
     Args:
         source (`str`): the original file.
-        frames (`np.ndarray`): `uint8` `[N, resolution, resolution, 3]`, memory-mapped.
+        frames (`np.ndarray`): `uint8` `[N, height, width, 3]` crops (`resolution` square for subject crops),
+            memory-mapped.
         landmarks ([`~zeroshot.qffusion.conditions.PortraitLandmarks`] or [`~zeroshot.poses.PoseSequence`]): in
             crop coordinates.
         fps (`float`): the original frame rate.
@@ -179,8 +180,8 @@ def prepare_video(
 class QuadrantGridDataset(torch.utils.data.Dataset):
     """Four frames at a fixed (or random) interval and their condition images, from prepared videos.
 
-    Items are dicts with `"frames"` and `"conditions"`, both `[4, 3, resolution, resolution]` float tensors in
-    [-1, 1] (frames a, b, c, d in order).
+    Items are dicts with `"frames"` and `"conditions"`, both `[4, 3, height, width]` float tensors (the video's
+    crops) in [-1, 1] (frames a, b, c, d in order).
 
     Args:
         videos (`Sequence[PreparedVideo]`): prepared videos.
