@@ -20,7 +20,8 @@ prints both). A segment `p_{L-1}(j) .. p_{L-1}(j + 1)` of a level is
 For `N = 3^n + 1` every segment splits evenly down to `(s, s + 1, s + 2, s + 3)` and QGP is exactly the paper's
 example (82 frames: `(0, 27, 54, 81)`, then `(0, 9, 18, 27)`, `(27, 36, 45, 54)`, `(54, 63, 72, 81)`, ...). Other
 lengths leave lone frames, which the paper does not cover. No grid wastes a tile on them: they are paired in frame
-order, `x < y` into `(x - 1, x, y, y + 1)`, each pair in the first wave after which both references are known. When the
+order, `x < y` into `(x - 1, x, y, y + 1)`, each pair in the first wave after which both references are known
+(usually a few frames apart; near `N = 3^n + 1`, where lone frames are few, they can be far apart). When the
 number of lone frames is odd (exactly when `N - 2` is odd, so some grid must regenerate a frame), the one left over is
 chosen so that the largest distance between paired frames (then their sum) is smallest, and gets the grid
 `(x - 1, x, x + 1, x + 2)` (or `(x - 2, x - 1, x, x + 1)` at the end of the video), whose other generated tile only
