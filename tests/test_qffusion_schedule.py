@@ -132,3 +132,14 @@ def test_build_schedule_rejects_bad_input():
         build_schedule(10, "spiral")
     with pytest.raises(ValueError, match="at least 2 frames"):
         qgp_schedule(1)
+
+
+def test_benchmark_table_of_schedules(capsys):
+    from zeroshot.bench.qffusion import print_schedules
+
+    print_schedules()
+    rows = {tuple(line.split()[:2]): line.split()[2:] for line in capsys.readouterr().out.splitlines()[2:]}
+    # frames, schedule -> grids, waves, grids wasting a tile, UNet evaluations (25 steps), calls (batches of 8)
+    assert rows[("100", "qgp")] == ["49", "5", "0", "1225", "250"]
+    assert rows[("100", "naive")] == ["49", "1", "0", "1225", "175"]
+    assert rows[("100", "qgp-before")] == ["58", "5", "18", "1450", "275"]

@@ -53,7 +53,7 @@ def print_schedules() -> None:
 
     rows = []
     for frames in SCHEDULE_LENGTHS:
-        for kind, name in (("naive", "naive"), (None, "qgp before"), ("qgp", "qgp")):
+        for kind, name in (("naive", "naive"), (None, "qgp-before"), ("qgp", "qgp")):
             if kind is None:
                 rows.append(_schedule_row(frames, name, *QGP_BEFORE[frames]))
                 continue
