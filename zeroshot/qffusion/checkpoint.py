@@ -406,6 +406,7 @@ def save_qffusion_model(components: ModelComponents, folder: str | Path, config:
     with staged_folder(folder) as staging:
         QffusionPipeline.from_components(components).save_pretrained(staging)
         weights = staging / FOLDER_WEIGHTS
-        save_file(load_file(weights), weights, metadata={"format": "pt", METADATA_KEY: config.to_json()})
+        if weights.is_file():  # one file (diffusers shards only UNets above 10 GB)
+            save_file(load_file(weights), weights, metadata={"format": "pt", METADATA_KEY: config.to_json()})
         (staging / CONFIG_NAME).write_text(config.to_json())
     return folder
