@@ -391,9 +391,9 @@ def save_unet_weights(unet: torch.nn.Module, path: str | Path, config: QffusionC
 
 
 def save_qffusion_model(components: ModelComponents, folder: str | Path, config: QffusionConfig) -> Path:
-    """Writes a complete diffusers-format Qffusion model folder (all models and `qffusion.json`), which
-    [`load_qffusion_components`] and diffusers' `DiffusionPipeline.from_pretrained` read. The folder (missing or
-    empty before) appears only once complete.
+    """Writes a complete diffusers-format Qffusion model folder (all models and `qffusion.json`, whose settings the
+    UNet weights' metadata also carry), which [`load_qffusion_components`] and diffusers'
+    `DiffusionPipeline.from_pretrained` read. The folder (missing or empty before) appears only once complete.
 
     Returns:
         `Path`: the folder.
