@@ -5,9 +5,11 @@ Edit the video's first and last frames in any image editor (same size as the vid
   python scripts/edit.py --video IN.mp4 --start START.png --end END.png --checkpoint CKPT --out OUT.mp4
 
 The conditions (face mesh and shoulders, or OpenPose skeletons, as the checkpoint was trained) come from the input
-video; quadrant-grid propagation regenerates every frame between the two references. The output has the input's frame
+video; quadrant-grid propagation regenerates every frame between the two references. The model works where it was
+trained to: on square crops tracked around the subject (or on whole frames, if the checkpoint says so), pasted back
+into the video with a feathered edge; pixels outside the crops are the input's. The output has the input's frame
 count, frame rate and size, and its first and last frames are START and END. Beside it goes OUT.report.json (settings,
-the checkpoint's settings, working size, grids and time per stage).
+the checkpoint's settings, working size, crop boxes, grids and time per stage).
 
 Jump-cut smoothing: with --jump-cut N and no --video, the conditions of START and END are interpolated over N frames:
 
@@ -97,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     # 1. Everything that needs no model: the checkpoint's settings, the references, the landmarks.
     config = read_qffusion_config(args.checkpoint)
-    start, end = reference_arrays(start, end, video)
+    # a jump cut's landmarks come from the references themselves, which checks them
+    start, end = reference_arrays(start, end, video, condition=None if video is None else config.condition)
     clock = time.perf_counter()
     if video is not None:
         landmarks = detect_landmarks(config.condition, video.frames, show_progress=not args.no_progress)
@@ -133,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "frames": len(result.video),
         "fps": result.video.fps,
         "working_size": list(result.conditions.shape[2:0:-1]),
+        "crop": config.crop,
+        "crop_boxes": result.crop_boxes.tolist(),
         "grids": len(result.schedule),
         "waves": len(result.schedule.waves),
         "seconds": {"landmarks": landmark_seconds, **result.seconds},

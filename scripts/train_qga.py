@@ -6,7 +6,8 @@ Several GPUs: `accelerate launch --multi_gpu --num_processes 4 scripts/train_qga
 trying it out): `python -m torch.distributed.run --nproc_per_node 2 scripts/train_qga.py --cpu ...`.
 
 The UNet's input is widened to 12 channels (new channels zero-initialised); each sample is four frames at a fixed
-interval from a face-centred crop, with their face-mesh renders as conditions. Checkpoints go to
+interval from square crops tracked around the subject (or whole frames, --crop full: the checkpoint records which, and
+edit.py follows it), with their face-mesh renders as conditions. Checkpoints go to
 OUT/checkpoint-STEP (resume with --resume latest), the loss to OUT/log.jsonl, and the finished model to OUT/final,
 which scripts/edit.py --checkpoint takes.
 """
@@ -35,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     options = [
         ("--resolution", int, "side of the square training frames"),
         ("--interval", str, "frames between the four frames of a sample, or a range LOW:HIGH"),
-        ("--crop-scale", float, "crop side over the face size"),
+        ("--crop", str, "subject (square crops tracked around the subject) or full (whole frames)"),
+        ("--crop-scale", float, "subject crops: side over the subject's size"),
+        ("--crop-smoothing", float, "subject crops: smoothing of their centres, in frames"),
         ("--condition", str, "face (face mesh and shoulders) or body (OpenPose)"),
         ("--prompt", str, "fixed text for the cross-attention"),
         ("--learning-rate", float, "peak learning rate"),

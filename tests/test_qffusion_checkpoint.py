@@ -43,6 +43,20 @@ def test_model_folder_round_trip(tmp_path):
     pipe = QffusionPipeline.from_pretrained(tmp_path / "model")  # diffusers' own loader reads the folder too
     _assert_same_weights(components.unet, pipe.unet)
 
+    # qffusion.json changed by hand, or copied from another model, is caught against the copy in the weights
+    settings = tmp_path / "model" / "qffusion.json"
+    changed = QffusionConfig(condition="body", resolution=64, prompt="a person", frame_interval="2:8", crop="full")
+    settings.write_text(changed.to_json())
+    expected = (
+        r"qffusion.json' disagrees with the settings its UNet weights were saved with: condition 'body' \(the "
+        r"weights: 'face'\); rendering 'openpose-v1' \(the weights: 'face-v1'\); crop 'full' \(the weights: "
+        r"'subject'\)\. It was changed or copied from another model"
+    )
+    with pytest.raises(ZeroshotError, match=expected):
+        load_qffusion_components(str(tmp_path / "model"), device="cpu", offline=True)
+    settings.unlink()  # without it, the weights' copy is the checkpoint's settings
+    assert read_qffusion_config(str(tmp_path / "model")) == config
+
 
 def test_unet_safetensors_with_base_model(unet12, tiny_components, tiny_model_paths, tmp_path):
     """The base model gives the UNet's configuration and the other models; its own UNet weights are never read (here

@@ -3,6 +3,7 @@ video, odd-sized included (the API and scripts/edit.py)."""
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -217,20 +218,30 @@ def test_pipeline_rejects_bad_settings(pipe):
         _run(pipe, _random_images(4, 7), schedule="spiral")
 
 
-def test_edit_odd_sized_real_video_keeps_count_rate_size_and_references(pipe, odd_clip):
+def test_edit_odd_sized_real_video_in_subject_crops_pasted_back(pipe, odd_clip):
     _, video = odd_clip
     start, end = _edited(video.frames[0]), _edited(video.frames[-1])
-    config = QffusionConfig(resolution=32)
-    result = edit_video(
-        pipe, config, video, start, end, num_inference_steps=2, generator=torch.Generator().manual_seed(0),
-        show_progress=False,
-    )  # fmt: skip
+    options = {"num_inference_steps": 2, "show_progress": False}
+    config = QffusionConfig(resolution=32, crop_scale=2.0)  # the face fills half a crop smaller than the frame
+    result = edit_video(pipe, config, video, start, end, **options)
     assert video.frames.shape == (CLIP_FRAMES, 143, 175, 3)
     assert result.video.frames.shape == video.frames.shape and result.video.fps == video.fps
     assert np.array_equal(result.video.frames[0], start) and np.array_equal(result.video.frames[-1], end)
-    assert result.conditions.shape == (CLIP_FRAMES, 32, 40, 3)  # short side 32, aspect kept, multiples of 8
-    assert result.conditions[:, :, :, :].max() == 255  # the face was found and drawn
-    assert len(result.schedule) > 0 and all(not np.array_equal(f, video.frames[1]) for f in result.video.frames[1:-1])
+    assert result.conditions.shape == (CLIP_FRAMES, 32, 32, 3)  # the checkpoint's square crops, at its resolution
+    assert result.conditions.max() == 255  # the face was found and drawn
+    boxes = result.crop_boxes
+    side = boxes[0, 2] - boxes[0, 0]
+    assert 60 < side < 143 and (boxes[:, 2:] - boxes[:, :2] == side).all()  # around the face, smaller than the frame
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= 175).all() and (boxes[:, 3] <= 143).all()
+    middle = zip(video.frames[1:-1], result.video.frames[1:-1], boxes[1:-1], strict=True)
+    for frame, edited, (left, top, right, bottom) in middle:
+        outside = np.ones(frame.shape[:2], bool)
+        outside[top:bottom, left:right] = False
+        assert np.array_equal(edited[outside], frame[outside])  # the input's pixels, bit for bit
+        assert not np.array_equal(edited[~outside], frame[~outside])  # generated inside
+    # a checkpoint trained on whole frames edits whole frames: shorter side 32, aspect kept, multiples of 8
+    full = edit_video(pipe, QffusionConfig(resolution=32, crop="full"), video, start, end, **options)
+    assert full.conditions.shape == (CLIP_FRAMES, 32, 40, 3) and (full.crop_boxes == [0, 0, 175, 143]).all()
 
 
 def test_jump_cut_transition(pipe, clip):
@@ -274,6 +285,10 @@ def test_edit_script_writes_the_whole_odd_sized_video(checkpoint, odd_clip, tmp_
     assert np.abs(first - _edited(video.frames[0])).mean() < np.abs(first - video.frames[0]).mean()  # the edit
     report = json.loads((tmp_path / "edited.report.json").read_text())  # named as scripts/animate.py names it
     assert report["frames"] == CLIP_FRAMES and report["grids"] > 0 and report["output"] == str(out)
+    assert report["crop"] == "subject" and report["working_size"] == [32, 32]
+    assert len(report["crop_boxes"]) == CLIP_FRAMES and all(
+        0 <= left < right <= 175 for left, _, right, _ in report["crop_boxes"]
+    )
     assert set(report["seconds"]) == {"landmarks", "conditions", "generation"}
 
 
@@ -311,6 +326,18 @@ def test_edit_script_errors(checkpoint, clip, tiny_components, tiny_model_paths,
     # checked before any model loads: a checkpoint that cannot load is not reached
     wrong_size[wrong_size.index(str(checkpoint))] = str(four)
     assert "The start image is 64x64" in _script_error(capsys, wrong_size)
+
+    Image.new("RGB", video.size).save(tmp_path / "black.png")
+    no_face = ["--video", str(path), "--checkpoint", str(checkpoint), *common, *out]
+    no_face[no_face.index(str(end))] = str(tmp_path / "black.png")
+    assert _script_error(capsys, no_face).startswith("error: No face was found in the end image.")
+    write_video(video.frames[:1], tmp_path / "one.gif", video.fps)
+    one_frame = ["--video", str(tmp_path / "one.gif"), "--checkpoint", str(checkpoint), *common, *out]
+    assert "The video has 1 frame; editing needs at least 2" in _script_error(capsys, one_frame)
+    copied = shutil.copytree(checkpoint, tmp_path / "copied")
+    (copied / "qffusion.json").write_text(QffusionConfig(condition="body", resolution=32).to_json())
+    message = _script_error(capsys, ["--video", str(path), "--checkpoint", str(copied), *common, *out])
+    assert "qffusion.json' disagrees with the settings its UNet weights were saved with: condition 'body'" in message
 
     too_short = ["--start", str(start), "--end", str(end), "--jump-cut", "2", "--checkpoint", str(four), *common[4:]]
     assert "needs at least 3 frames" in _script_error(capsys, [*too_short, *out])

@@ -45,6 +45,7 @@ def settings(tiny_model_paths, data_folder, tmp_path_factory):
         output_dir=str(tmp_path_factory.mktemp("run") / "full"),
         resolution=32,
         interval="1:2",
+        crop_scale=2.0,  # the face fills half the crop, which is smaller than the frame
         learning_rate=2e-3,
         warmup_steps=2,
         max_steps=24,
@@ -112,7 +113,7 @@ def test_training_overfits_a_clip(full_run, settings, tiny_model_paths):
     assert [record["step"] for record in log] == list(range(1, 25))
     assert log[0]["lr"] == pytest.approx(1e-3) and log[-1]["lr"] == pytest.approx(2e-3)  # warm-up over 2 steps
     video = prepare_video(
-        Path(settings.data) / "carphone.mp4", Path(settings.output_dir) / "data-cache", resolution=32
+        Path(settings.data) / "carphone.mp4", Path(settings.output_dir) / "data-cache", resolution=32, crop_scale=2.0
     )  # the cache the run wrote
     assert video.frames.shape == (14, 32, 32, 3)
     base = load_components(str(tiny_model_paths.model), None, device="cpu")
@@ -153,16 +154,30 @@ def test_resumed_run_ends_where_the_uninterrupted_run_ends(full_run, settings, t
 
 
 def test_trained_checkpoints_load_into_the_edit_pipeline(full_run, settings, tiny_model_paths, data_folder):
-    video = read_video(data_folder / "carphone.mp4", max_frames=5)
+    video = read_video(data_folder / "carphone.mp4")
     unet_file = Path(settings.output_dir) / "checkpoint-24" / "unet.safetensors"
+    (prepared,) = (Path(settings.output_dir) / "data-cache").iterdir()
+    trained_boxes = json.loads((prepared / "meta.json").read_text())["crop_boxes"]
     for checkpoint in (full_run[0], unet_file):
         components, config = load_qffusion_components(str(checkpoint), model=str(tiny_model_paths.model))
+        assert (config.crop, config.crop_scale, config.crop_smoothing) == ("subject", 2.0, 5.0)
         pipe = QffusionPipeline.from_components(components)
         start, end = video.frames[0], video.frames[-1]
-        result = edit_video(pipe, config, video, start, end, num_inference_steps=2, show_progress=False)
+        result = edit_video(pipe, config, video, start, end, num_inference_steps=1, show_progress=False)
         assert result.video.frames.shape == video.frames.shape
         assert np.array_equal(result.video.frames[0], video.frames[0])
-        assert result.conditions.shape[1] == 32  # the checkpoint's training resolution
+        assert result.conditions.shape[1:3] == (32, 32)  # the checkpoint's training resolution
+        assert result.crop_boxes.tolist() == trained_boxes  # the crops the checkpoint learned on this clip
+        assert trained_boxes[0][2] - trained_boxes[0][0] < 144
+
+
+def test_whole_frames_keep_their_aspect_ratio(data_folder, tmp_path):
+    prepared = prepare_video(data_folder / "carphone.mp4", tmp_path, resolution=96, crop="full", show_progress=False)
+    assert prepared.frames.shape == (14, 96, 128, 3)  # 176x144 to a shorter side of 96, sides multiples of 32
+    (folder,) = tmp_path.iterdir()
+    assert json.loads((folder / "meta.json").read_text())["crop_boxes"] == [[0, 0, 176, 144]] * 14
+    sample = QuadrantGridDataset([prepared], (1, 1))[0]
+    assert sample["frames"].shape == sample["conditions"].shape == (4, 3, 96, 128)
 
 
 def test_two_processes(settings, tmp_path, capsys):
@@ -215,6 +230,10 @@ def test_train_script_errors(full_run, settings, tmp_path, capsys):
         capsys, ["--data", settings.data, "--out", str(tmp_path / "o"), "--interval", "0", *common]
     )
     assert "--interval must be at least 1" in message
+    message = _train_script_error(
+        capsys, ["--data", settings.data, "--out", str(tmp_path / "o"), "--crop", "face", *common]
+    )
+    assert message.strip() == "error: --crop must be 'subject' or 'full', got 'face'."
     message = _train_script_error(
         capsys,
         ["--data", settings.data, "--out", str(tmp_path / "o2"), "--resolution", "32", "--interval", "6",

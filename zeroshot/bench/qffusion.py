@@ -1,7 +1,9 @@
-"""Qffusion: a whole video through QffusionPipeline, QGP with grids batched per wave vs one grid at a time vs the
-naive order; and the quadrant-grid hook's cost on one UNet call against packing the grid by hand.
+"""Qffusion: the work each frame order costs (grids and UNet evaluations of QGP, of QGP before issue 14, and of the
+naive order, for several video lengths); a whole video through QffusionPipeline, QGP with grids batched per wave vs one
+grid at a time vs the naive order; and the quadrant-grid hook's cost on one UNet call against packing the grid by hand.
 
 Random models (no weights needed): `--arch tiny` for a CPU, `--arch sd15` (Stable Diffusion 1.5's shapes) on a GPU.
+`--schedules-only` prints the first table alone (no models).
 """
 
 from __future__ import annotations
@@ -13,6 +15,20 @@ import torch
 
 from . import compare, describe_device, format_table
 
+#: Video lengths of the schedule table.
+SCHEDULE_LENGTHS = (10, 22, 50, 100, 200)
+#: QGP as it was before issue 14 (commit 8e002e9: trisection at `s + floor(g / 3)`, lone frames without a partner
+#: regenerating a known frame): grids per wave, and grids that discarded a tile, for `SCHEDULE_LENGTHS`.
+QGP_BEFORE = {
+    10: ((1, 3), 0),
+    22: ((1, 3, 3, 3), 0),
+    50: ((1, 3, 9, 10, 2), 2),
+    100: ((1, 3, 9, 27, 18), 18),
+    200: ((1, 3, 9, 27, 37, 17, 10), 10),
+}
+#: Denoising steps of an edit (scripts/edit.py's default) and grids per UNet batch, for the schedule table.
+EDIT_STEPS, EDIT_BATCH = 25, 8
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", choices=["tiny", "sd15"], default="tiny", help="random model shapes")
@@ -22,9 +38,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="grids per batch (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: %(default)s)")
+    parser.add_argument("--schedules-only", action="store_true", help="only the table of schedules (no models)")
+
+
+def _schedule_row(frames: int, name: str, wave_sizes: tuple[int, ...], wasted: int) -> tuple:
+    calls = sum(-(-size // EDIT_BATCH) for size in wave_sizes) * EDIT_STEPS
+    return frames, name, sum(wave_sizes), len(wave_sizes), wasted, sum(wave_sizes) * EDIT_STEPS, calls
+
+
+def print_schedules() -> None:
+    """Grids, waves, grids that discard a tile, and UNet evaluations (one grid, one step) and batched UNet calls of
+    an edit, for each frame order and length."""
+    from ..qffusion import build_schedule
+
+    rows = []
+    for frames in SCHEDULE_LENGTHS:
+        for kind, name in (("naive", "naive"), (None, "qgp-before"), ("qgp", "qgp")):
+            if kind is None:
+                rows.append(_schedule_row(frames, name, *QGP_BEFORE[frames]))
+                continue
+            schedule = build_schedule(frames, kind)
+            wasted = sum(grid.keep != (True, True) for grid in schedule.grids)
+            rows.append(_schedule_row(frames, name, tuple(len(wave) for wave in schedule.waves), wasted))
+    header = [
+        "frames", "schedule", "grids", "waves", "grids wasting a tile", f"UNet evaluations ({EDIT_STEPS} steps)",
+        f"UNet calls (batches of {EDIT_BATCH})",
+    ]  # fmt: skip
+    print(format_table(header, rows))
 
 
 def main(args: argparse.Namespace) -> None:
+    print_schedules()
+    if args.schedules_only:
+        return
     from hooks import QuadrantGridHook, install_quadrant_grid_hook, pack_pair
 
     from ..loading import resolve_device

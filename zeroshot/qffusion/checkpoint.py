@@ -8,11 +8,13 @@ No public Qffusion checkpoint exists; `scripts/train_qga.py` makes one. Two form
   checkpoint; the other models and the UNet's configuration come from the base model (`--model`, Stable Diffusion 1.5
   by default), with `in_channels` taken from the file.
 
-Either form may carry a [`QffusionConfig`]: `qffusion.json` in the folder, or the `qffusion` entry of the safetensors
-metadata. It says which conditions the checkpoint was trained on and how they were drawn, at what resolution and with
-which prompt, so that editing renders exactly what training rendered; a checkpoint whose drawing is not the one this
-code makes is refused. [`read_qffusion_config`] reads it without loading any weights, so that a script can check its
-inputs first. A separate VAE (the paper fine-tunes one) can replace the base model's.
+Either form may carry a [`QffusionConfig`]: `qffusion.json` in the folder (a copy of which the folder's UNet weights
+carry too, so that a `qffusion.json` changed by hand or copied from another model is caught), or the `qffusion` entry
+of the safetensors metadata. It says which conditions the checkpoint was trained on and how they were drawn, at what
+resolution, on which crops and with which prompt, so that editing renders exactly what training rendered; a checkpoint
+whose drawing is not the one this code makes is refused. [`read_qffusion_config`] reads it without loading any
+weights, so that a script can check its inputs first. A separate VAE (the paper fine-tunes one) can replace the base
+model's.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ..components import ModelComponents
 from ..errors import ZeroshotError
 from ..loading import DEFAULT_MODEL, load_components, resolve_device, resolve_dtype
 from .conditions import CONDITION_KINDS, rendering_version
+from .crops import CROP_MODES
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +42,8 @@ QFFUSION_IN_CHANNELS = 12
 #: File name of the [`QffusionConfig`] in a checkpoint folder, and its key in safetensors metadata.
 CONFIG_NAME = "qffusion.json"
 METADATA_KEY = "qffusion"
+#: The UNet weights of a model folder (diffusers' name), whose metadata also carries the settings.
+FOLDER_WEIGHTS = Path("unet") / "diffusion_pytorch_model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,11 @@ class QffusionConfig:
         prompt (`str`, *optional*, defaults to `""`): the text fed to the UNet's cross-attention.
         frame_interval (`str`, *optional*, defaults to `"5"`): frames between the four frames of a training grid (a
             number, or a range `"LOW:HIGH"`), for the record.
+        crop (`str`, *optional*, defaults to `"subject"`): what the frames were: `"subject"` (square crops tracked
+            around the subject) or `"full"` (whole frames); see [`~zeroshot.qffusion.crops`]. Editing crops the same.
+        crop_scale (`float`, *optional*, defaults to 2.5): subject crops' side over the subject's size.
+        crop_smoothing (`float`, *optional*, defaults to 5.0): smoothing of the subject crops' centres over time
+            (standard deviation in frames).
     """
 
     condition: str = "face"
@@ -60,10 +70,17 @@ class QffusionConfig:
     resolution: int = 256
     prompt: str = ""
     frame_interval: str = "5"
+    crop: str = "subject"
+    crop_scale: float = 2.5
+    crop_smoothing: float = 5.0
 
     def __post_init__(self) -> None:
         if self.condition not in CONDITION_KINDS:
             raise ValueError(f"condition must be one of {', '.join(CONDITION_KINDS)}, got {self.condition!r}.")
+        if self.crop not in CROP_MODES:
+            raise ValueError(f"crop must be one of {', '.join(CROP_MODES)}, got {self.crop!r}.")
+        if not self.crop_scale > 0 or not self.crop_smoothing >= 0:
+            raise ValueError(f"crop_scale must be positive and crop_smoothing not negative, got {self}.")
         if self.rendering is None:
             object.__setattr__(self, "rendering", rendering_version(self.condition))
 
@@ -89,7 +106,10 @@ class QffusionConfig:
         condition = values.get("condition", cls.condition)
         if condition not in CONDITION_KINDS:
             raise ZeroshotError(f"{source} names condition {condition!r}; the toolkit knows 'face' and 'body'.")
-        config = cls(**{key: value for key, value in values.items() if key in known})
+        try:
+            config = cls(**{key: value for key, value in values.items() if key in known})
+        except (TypeError, ValueError) as error:
+            raise ZeroshotError(f"The Qffusion settings in {source} are not valid: {error}") from error
         current = rendering_version(config.condition)
         if config.rendering != current:
             raise ZeroshotError(
@@ -308,27 +328,50 @@ def read_qffusion_config(checkpoint: str) -> QffusionConfig:
     """
     path = Path(checkpoint).expanduser()
     if path.is_dir():
-        config_path = path / CONFIG_NAME
-        text = config_path.read_text() if config_path.is_file() else None
-        source = repr(str(config_path))
-    elif path.is_file():
-        if path.suffix != ".safetensors":
-            raise ZeroshotError(
-                f"The checkpoint {checkpoint!r} must be a diffusers model folder or a .safetensors file of UNet "
-                f"weights."
-            )
-        text = _read_safetensors(path, tensors=False)[1].get(METADATA_KEY)
-        source = f"the metadata of {str(path)!r}"
-    else:
+        return _read_folder_config(path)
+    if not path.is_file():
         raise ZeroshotError(
             f"The checkpoint {checkpoint!r} does not exist. Pass the final/ folder or a unet.safetensors that "
             f"scripts/train_qga.py wrote."
         )
+    if path.suffix != ".safetensors":
+        raise ZeroshotError(
+            f"The checkpoint {checkpoint!r} must be a diffusers model folder or a .safetensors file of UNet weights."
+        )
+    text = _read_safetensors(path, tensors=False)[1].get(METADATA_KEY)
+    return _config_or_defaults(text, f"the metadata of {str(path)!r}")
+
+
+def _config_or_defaults(text: str | None, source: str) -> QffusionConfig:
     if text is None:
         config = QffusionConfig()
         logger.info("The checkpoint carries no Qffusion settings; assuming the defaults: %s", config)
         return config
     return QffusionConfig.from_json(text, source)
+
+
+def _read_folder_config(folder: Path) -> QffusionConfig:
+    """A folder's `qffusion.json`, checked against the copy in its UNet weights' metadata (when both exist)."""
+    config_path, weights = folder / CONFIG_NAME, folder / FOLDER_WEIGHTS
+    text = config_path.read_text() if config_path.is_file() else None
+    stored = _read_safetensors(weights, tensors=False)[1].get(METADATA_KEY) if weights.is_file() else None
+    if text is None and stored is not None:
+        return QffusionConfig.from_json(stored, f"the metadata of {str(weights)!r}")
+    config = _config_or_defaults(text, repr(str(config_path)))
+    if stored is not None:
+        trained = QffusionConfig.from_json(stored, f"the metadata of {str(weights)!r}")
+        differences = [
+            f"{field.name} {getattr(config, field.name)!r} (the weights: {getattr(trained, field.name)!r})"
+            for field in fields(QffusionConfig)
+            if getattr(config, field.name) != getattr(trained, field.name)
+        ]
+        if differences:
+            raise ZeroshotError(
+                f"{str(config_path)!r} disagrees with the settings its UNet weights were saved with: "
+                f"{'; '.join(differences)}. It was changed or copied from another model; restore it from the "
+                f"weights' settings, or use the checkpoint that file belongs to."
+            )
+    return config
 
 
 def save_unet_weights(unet: torch.nn.Module, path: str | Path, config: QffusionConfig) -> Path:
@@ -348,17 +391,22 @@ def save_unet_weights(unet: torch.nn.Module, path: str | Path, config: QffusionC
 
 
 def save_qffusion_model(components: ModelComponents, folder: str | Path, config: QffusionConfig) -> Path:
-    """Writes a complete diffusers-format Qffusion model folder (all models and `qffusion.json`), which
-    [`load_qffusion_components`] and diffusers' `DiffusionPipeline.from_pretrained` read. The folder (missing or
-    empty before) appears only once complete.
+    """Writes a complete diffusers-format Qffusion model folder (all models and `qffusion.json`, whose settings the
+    UNet weights' metadata also carry), which [`load_qffusion_components`] and diffusers'
+    `DiffusionPipeline.from_pretrained` read. The folder (missing or empty before) appears only once complete.
 
     Returns:
         `Path`: the folder.
     """
+    from safetensors.torch import load_file, save_file
+
     from .pipeline import QffusionPipeline
 
     folder = Path(folder)
     with staged_folder(folder) as staging:
         QffusionPipeline.from_components(components).save_pretrained(staging)
+        weights = staging / FOLDER_WEIGHTS
+        if weights.is_file():  # one file (diffusers shards only UNets above 10 GB)
+            save_file(load_file(weights), weights, metadata={"format": "pt", METADATA_KEY: config.to_json()})
         (staging / CONFIG_NAME).write_text(config.to_json())
     return folder

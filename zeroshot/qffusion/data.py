@@ -4,10 +4,11 @@ Each video is prepared once (the paper: "cropped to keep the face at the center 
 
 1. its frames go through the landmark detector of the condition kind (MediaPipe face mesh and pose for `"face"`),
    frames without a detection filled in by interpolation;
-2. one square crop for the whole video is centred on the median centre of the subject (the face-mesh box for `"face"`)
-   with side `crop_scale` times the median subject size, limited to the frame and shifted inside it;
-3. the frames are cropped, resized to `resolution` and stored as a `uint8` `.npy` array (read back memory-mapped),
-   with the landmarks in crop coordinates.
+2. the boxes that the checkpoint will see are found ([`~zeroshot.qffusion.crops.crop_boxes`], the same function
+   editing uses): square boxes tracked around the subject (the face-mesh box for `"face"`), of side `crop_scale` times
+   its median size, their centres smoothed over time; or the whole frames (`crop="full"`);
+3. the frames are cropped, resized (`resolution` x `resolution` for subject crops, shorter side `resolution` for whole
+   frames) and stored as a `uint8` `.npy` array (read back memory-mapped), with the landmarks in crop coordinates.
 
 The cache folder of a video is named after a hash of its path, size, modification time and the preparation
 settings; it is written under a temporary name and renamed when complete, so an interrupted run keeps every video it
@@ -30,12 +31,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..atomic import staged_folder, write_json
 from ..errors import ZeroshotError
 from ..imaging import to_model_tensor
-from ..video import VIDEO_SUFFIXES, Fit, read_video
+from ..video import VIDEO_SUFFIXES, read_video
 from .conditions import (
     Landmarks,
     detect_landmarks,
@@ -43,13 +43,15 @@ from .conditions import (
     landmarks_from_arrays,
     render_conditions,
     rendering_version,
-    subject_boxes,
 )
+from .crops import crop_boxes, crop_frames, crop_landmarks, working_size
 
 logger = logging.getLogger(__name__)
 
 #: Bump when the preparation changes, so old caches are not reused.
-_PREPARATION_VERSION = 2
+_PREPARATION_VERSION = 3
+#: Frame sides are multiples of this: the 2x2 grid of latents must survive the 8x downsampling of SD 1.5's UNet.
+SIZE_MULTIPLE = 32
 
 
 def find_videos(folder: str | Path) -> list[Path]:
@@ -67,39 +69,14 @@ def find_videos(folder: str | Path) -> list[Path]:
     return videos
 
 
-def _pixel_box(box: tuple[float, float, float, float], frame_size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """A square crop `(left, top, side, side)` as whole pixels `(left, top, right, bottom)` inside the frame."""
-    left, top, side, _ = box
-    side = max(1, min(round(side), *frame_size))
-    left = min(max(round(left), 0), frame_size[0] - side)
-    top = min(max(round(top), 0), frame_size[1] - side)
-    return left, top, left + side, top + side
-
-
-def subject_crop(
-    landmarks: Landmarks, frame_size: tuple[int, int], crop_scale: float
-) -> tuple[float, float, float, float]:
-    """One square crop `(left, top, side, side)` in pixels for a whole video: centred on the median centre of the
-    subject (face mesh, or body keypoints), side `crop_scale` times its median size, limited to the frame and shifted
-    inside it."""
-    width, height = frame_size
-    boxes = subject_boxes(landmarks) * np.array([width, height, width, height], np.float32)
-    centre_x = float(np.median((boxes[:, 0] + boxes[:, 2]) / 2))
-    centre_y = float(np.median((boxes[:, 1] + boxes[:, 3]) / 2))
-    size = float(np.median(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])))
-    side = min(max(crop_scale * size, 8.0), float(width), float(height))
-    left = min(max(centre_x - side / 2, 0.0), width - side)
-    top = min(max(centre_y - side / 2, 0.0), height - side)
-    return left, top, side, side
-
-
 @dataclass
 class PreparedVideo:
     """One prepared training video.
 
     Args:
         source (`str`): the original file.
-        frames (`np.ndarray`): `uint8` `[N, resolution, resolution, 3]`, memory-mapped.
+        frames (`np.ndarray`): `uint8` `[N, height, width, 3]` crops (`resolution` square for subject crops),
+            memory-mapped.
         landmarks ([`~zeroshot.qffusion.conditions.PortraitLandmarks`] or [`~zeroshot.poses.PoseSequence`]): in
             crop coordinates.
         fps (`float`): the original frame rate.
@@ -137,7 +114,9 @@ def prepare_video(
     cache_dir: str | Path,
     *,
     resolution: int,
+    crop: str = "subject",
     crop_scale: float = 2.5,
+    crop_smoothing: float = 5.0,
     condition: str = "face",
     show_progress: bool = True,
 ) -> PreparedVideo:
@@ -146,8 +125,10 @@ def prepare_video(
     Args:
         path (`str` or `Path`): the video.
         cache_dir (`str` or `Path`): where prepared videos are kept.
-        resolution (`int`): side of the square training frames, in pixels.
+        resolution (`int`): side of the square training frames (shorter side of whole frames), in pixels.
+        crop (`str`, *optional*, defaults to `"subject"`): `"subject"` crops or `"full"` frames.
         crop_scale (`float`, *optional*, defaults to 2.5): crop side over the subject's size.
+        crop_smoothing (`float`, *optional*, defaults to 5.0): smoothing of the crops' centres, in frames.
         condition (`str`, *optional*, defaults to `"face"`): the condition kind whose landmarks are detected.
         show_progress (`bool`, *optional*, defaults to `True`): progress bars.
 
@@ -157,7 +138,9 @@ def prepare_video(
     path = Path(path)
     settings = {
         "resolution": resolution,
+        "crop": crop,
         "crop_scale": crop_scale,
+        "crop_smoothing": crop_smoothing,
         "condition": condition,
         "version": _PREPARATION_VERSION,
     }
@@ -168,38 +151,37 @@ def prepare_video(
     video = read_video(path)
     what = f"the video {str(path)!r}"
     landmarks = detect_landmarks(condition, video.frames, video=True, show_progress=show_progress, what=what)
-    box = _pixel_box(subject_crop(landmarks, video.size, crop_scale), video.size)
-    side = box[2] - box[0]
+    boxes = crop_boxes(landmarks, video.size, crop=crop, crop_scale=crop_scale, crop_smoothing=crop_smoothing)
+    size = working_size(int(boxes[0, 2] - boxes[0, 0]), int(boxes[0, 3] - boxes[0, 1]), resolution, SIZE_MULTIPLE)
     cache_dir.mkdir(parents=True, exist_ok=True)
     with staged_folder(folder) as staging:
         stored = np.lib.format.open_memmap(
-            staging / "frames.npy", mode="w+", dtype=np.uint8, shape=(len(video), resolution, resolution, 3)
+            staging / "frames.npy", mode="w+", dtype=np.uint8, shape=(len(video), size[1], size[0], 3)
         )
-        for index, frame in enumerate(video.frames):
-            crop = Image.fromarray(frame).crop(box)
-            stored[index] = np.asarray(crop.resize((resolution, resolution), Image.Resampling.LANCZOS))
+        for start in range(0, len(video), 64):  # a few frames at a time: a long video need not fit in memory twice
+            chunk = slice(start, start + 64)
+            stored[chunk] = crop_frames(video.frames[chunk], boxes[chunk], size)
         stored.flush()
         del stored
-        crop_fit = Fit(video.size, 1.0, video.size, box[0], box[1], (side, side))
-        np.savez(staging / "landmarks.npz", **landmark_arrays(landmarks.fitted(crop_fit)))
+        np.savez(staging / "landmarks.npz", **landmark_arrays(crop_landmarks(landmarks, boxes, video.size)))
         record = {
             "source": str(path),
             "fps": video.fps,
             "frame_size": list(video.size),
-            "crop": list(box),
+            "crop_boxes": boxes.tolist(),
             "rendering": rendering_version(condition),
             **settings,
         }
         write_json(staging / "meta.json", record)
-    logger.info("Prepared %s: %d frames, crop %s", path, len(video), box)
+    logger.info("Prepared %s: %d frames, %s crops of %s", path, len(video), crop, size)
     return _load_prepared(folder)
 
 
 class QuadrantGridDataset(torch.utils.data.Dataset):
     """Four frames at a fixed (or random) interval and their condition images, from prepared videos.
 
-    Items are dicts with `"frames"` and `"conditions"`, both `[4, 3, resolution, resolution]` float tensors in
-    [-1, 1] (frames a, b, c, d in order).
+    Items are dicts with `"frames"` and `"conditions"`, both `[4, 3, height, width]` float tensors (the video's
+    crops) in [-1, 1] (frames a, b, c, d in order).
 
     Args:
         videos (`Sequence[PreparedVideo]`): prepared videos.
@@ -235,7 +217,7 @@ class QuadrantGridDataset(torch.utils.data.Dataset):
         video_index, start, step = self.items[index]
         video = self.videos[video_index]
         frames = [start + step * i for i in range(4)]
-        resolution = video.frames.shape[1]
+        height, width = video.frames.shape[1:3]
         images = np.asarray(video.frames[frames])
-        conditions = render_conditions(self.condition, video.landmarks[frames], resolution, resolution)
+        conditions = render_conditions(self.condition, video.landmarks[frames], width, height)
         return {"frames": to_model_tensor(images), "conditions": to_model_tensor(conditions)}

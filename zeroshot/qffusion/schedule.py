@@ -1,28 +1,32 @@
 """The order in which Qffusion generates the frames of a video: quadrant-grid propagation (QGP) and the naive order.
 
 A Qffusion UNet generates two frames at a time (tiles b and c of a quadrant grid) from two known frames (tiles a and
-d). Given the first and last frames of a video of `N` frames, a *schedule* lists the grids `(a, b, c, d)` that fill in
-the frames `1 .. N - 2`, grouped in *waves*: every reference of a grid is known before its wave starts (a given frame,
-or one generated in an earlier wave), so the grids of one wave are independent and run as one batch.
+d). Given the first and last frames of a video of `N = K + 1` frames (indices `0 .. K`), a *schedule* lists the grids
+`(a, b, c, d)` that fill in the frames `1 .. K - 1`, grouped in *waves*: every reference of a grid is known before its
+wave starts (a given frame, or one generated in an earlier wave), so the grids of one wave are independent and run as
+one batch.
 
-QGP (paper Sec. 4.3 and Appendix A) fills a *segment* between two known frames `s < e` by recursive trisection. With
-`g = e - s` and `m = g - 1` frames missing in between:
+QGP (paper Sec. 4.3 and Appendix A, Algorithm 1) trisects the video recursively. At level `L = 1, 2, ...` its frames
+are the paper's indices `p_L(i) = floor(i * K / 3^L)`: level 1 is `[0, floor(K/3), floor(2K/3), K]`, level 2
+`[0, floor(K/9), floor(2K/9), floor(K/3)]`, `[floor(K/3), floor(4K/9), floor(5K/9), floor(2K/3)]`, ... (Sec. 4.3
+prints both). A segment `p_{L-1}(j) .. p_{L-1}(j + 1)` of a level is
 
-- `m = 0`: nothing to do.
-- `m >= 2`: one grid `(s, s + floor(g / 3), s + floor(2g / 3), e)`, the paper's indices: its three spacings differ by
-  at most one frame. Its three sub-segments are filled in the next wave. (`m = 2` is the grid `(s, s+1, s+2, s+3)`.)
-- `m = 1` (one frame `x = s + 1` missing between `s` and `e = s + 2`): a grid needs two new frames, so these lone
-  frames wait until every other frame is known and are then filled in two final waves:
+- three or more frames apart (`g >= 3`): the grid `(p_L(3j), p_L(3j + 1), p_L(3j + 2), p_L(3j + 3))`, in wave `L - 1`;
+  its two generated frames are new and distinct, its three spacings differ by at most one frame, and its three
+  sub-segments are those of level `L + 1`;
+- two frames apart: its middle frame is a *lone frame*, whose both neighbours are known;
+- one frame apart: complete.
 
-  1. lone frames two apart (`x` and `x + 2`, which share the known frame `x + 1`) are paired left to right into the
-     grid `(x - 1, x, x + 2, x + 3)`, spacings (1, 2, 1);
-  2. a lone frame left over uses the grid `(x - 1, x, x + 1, x + 2)` (or `(x - 2, x - 1, x, x + 1)` at the end of
-     the video), spacings (1, 1, 1): the known frame in the other generated tile is regenerated for context and its
-     output discarded. A 3-frame video has no such neighbour: its one middle frame fills both generated tiles,
-     `(0, 1, 1, 2)`, and tile c's output is discarded.
-
-The paper's pseudo-code covers only `N = 3^n + 1` (where every segment splits evenly down to `m = 2`); the rules
-above give every `N >= 2` a schedule in which each missing frame is generated exactly once.
+For `N = 3^n + 1` every segment splits evenly down to `(s, s + 1, s + 2, s + 3)` and QGP is exactly the paper's
+example (82 frames: `(0, 27, 54, 81)`, then `(0, 9, 18, 27)`, `(27, 36, 45, 54)`, `(54, 63, 72, 81)`, ...). Other
+lengths leave lone frames, which the paper does not cover. No grid wastes a tile on them: they are paired in frame
+order, `x < y` into `(x - 1, x, y, y + 1)`, each pair in the first wave after which both references are known
+(usually a few frames apart; near `N = 3^n + 1`, where lone frames are few, they can be far apart). When the
+number of lone frames is odd (exactly when `N - 2` is odd, so some grid must regenerate a frame), the one left over is
+chosen so that the largest distance between paired frames (then their sum) is smallest, and gets the grid
+`(x - 1, x, x + 1, x + 2)` (or `(x - 2, x - 1, x, x + 1)` at the end of the video), whose other generated tile only
+gives context and is discarded; a 3-frame video has no such neighbour, and its one middle frame fills both generated
+tiles, `(0, 1, 1, 2)`. Every QGP schedule thus has the fewest grids possible, `ceil((N - 2) / 2)`.
 
 The naive order (paper Sec. 4.3) keeps the first and last frames as the references of every grid and generates
 `(1, N - 2), (2, N - 3), ...` inwards; all its grids form one wave. When `N - 2` is odd, the middle frame fills both
@@ -32,6 +36,7 @@ generated tiles of the last grid and tile c's output is discarded.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import accumulate
 
 #: Names of the frame orders [`build_schedule`] knows.
 SCHEDULES = ("qgp", "naive")
@@ -98,36 +103,67 @@ def _check_num_frames(num_frames: int) -> None:
         raise ValueError(f"A schedule needs at least 2 frames (the two references), got {num_frames!r}.")
 
 
-def _trisect(start: int, end: int) -> QuadrantGridFrames:
-    gap = end - start
-    return QuadrantGridFrames((start, start + gap // 3, start + 2 * gap // 3, end))
+def _paper_index(index: int, level: int, last: int) -> int:
+    """The paper's frame index `floor(index * K / 3^level)`, `K` the last frame."""
+    return index * last // 3**level
 
 
-def _lone_frame_waves(lone: list[int], last: int) -> list[tuple[QuadrantGridFrames, ...]]:
-    """Grids for frames whose both neighbours are known: adjacent ones (two apart) in pairs, then the rest."""
-    pairs, singles = [], []
-    index = 0
-    while index < len(lone):
-        frame = lone[index]
-        if index + 1 < len(lone) and lone[index + 1] == frame + 2:
-            pairs.append(QuadrantGridFrames((frame - 1, frame, frame + 2, frame + 3)))
-            index += 2
+def _trisection_levels(last: int) -> tuple[list[list[QuadrantGridFrames]], list[int]]:
+    """The trisection grids of every level (level 1 first) and the lone frames they leave (see the module)."""
+    levels, lone = [], []
+    segments = [0]  # segment j of the previous level: frames p(j) .. p(j + 1)
+    level = 0
+    while segments:
+        level += 1
+        grids, next_segments = [], []
+        for j in segments:
+            start, end = _paper_index(j, level - 1, last), _paper_index(j + 1, level - 1, last)
+            if end - start >= 3:
+                frames = tuple(_paper_index(3 * j + tile, level, last) for tile in range(4))
+                grids.append(QuadrantGridFrames(frames))
+                next_segments += [3 * j, 3 * j + 1, 3 * j + 2]
+            elif end - start == 2:
+                lone.append(start + 1)
+        if grids:
+            levels.append(grids)
+        segments = next_segments
+    return levels, sorted(lone)
+
+
+def _leftover(lone: list[int]) -> int | None:
+    """Position in `lone` of the frame left unpaired when their number is odd: the one whose removal leaves
+    consecutive pairs with the smallest largest distance, then the smallest total distance (the earliest on a tie)."""
+    if len(lone) % 2 == 0:
+        return None
+    pairs = len(lone) // 2
+    # leaving out position 2k pairs (0, 1) .. (2k - 2, 2k - 1) on its left and (2k + 1, 2k + 2) .. on its right
+    left = [lone[2 * i + 1] - lone[2 * i] for i in range(pairs)]
+    right = [lone[2 * i + 2] - lone[2 * i + 1] for i in range(pairs)]
+    left_max, left_sum = [0, *accumulate(left, max)], [0, *accumulate(left)]
+    right_max = [*accumulate(right[::-1], max)][::-1] + [0]
+    right_sum = [*accumulate(right[::-1])][::-1] + [0]
+    costs = [(max(left_max[k], right_max[k]), left_sum[k] + right_sum[k]) for k in range(pairs + 1)]
+    return 2 * costs.index(min(costs))
+
+
+def _lone_frame_grids(lone: list[int], last: int) -> list[QuadrantGridFrames]:
+    """Grids for the lone frames: consecutive ones in pairs, one left over when their number is odd."""
+    left_out = _leftover(lone)
+    paired = [frame for position, frame in enumerate(lone) if position != left_out]
+    grids = [QuadrantGridFrames((x - 1, x, y, y + 1)) for x, y in zip(paired[::2], paired[1::2], strict=True)]
+    if left_out is not None:
+        x = lone[left_out]
+        if x + 2 <= last:
+            grids.append(QuadrantGridFrames((x - 1, x, x + 1, x + 2), keep=(True, False)))
+        elif x - 2 >= 0:
+            grids.append(QuadrantGridFrames((x - 2, x - 1, x, x + 1), keep=(False, True)))
         else:
-            singles.append(frame)
-            index += 1
-    single_grids = []
-    for frame in singles:
-        if frame + 2 <= last:
-            single_grids.append(QuadrantGridFrames((frame - 1, frame, frame + 1, frame + 2), keep=(True, False)))
-        elif frame - 2 >= 0:
-            single_grids.append(QuadrantGridFrames((frame - 2, frame - 1, frame, frame + 1), keep=(False, True)))
-        else:
-            single_grids.append(QuadrantGridFrames((frame - 1, frame, frame, frame + 1), keep=(True, False)))
-    return [wave for wave in (tuple(pairs), tuple(single_grids)) if wave]
+            grids.append(QuadrantGridFrames((x - 1, x, x, x + 1), keep=(True, False)))
+    return grids
 
 
 def qgp_schedule(num_frames: int) -> PropagationSchedule:
-    """Quadrant-grid propagation for a video of `num_frames` frames (any number from 2).
+    """Quadrant-grid propagation for a video of `num_frames` frames (any number from 2), at the paper's indices.
 
     Args:
         num_frames (`int`): frames of the video, the first and last (the references) included.
@@ -140,29 +176,26 @@ def qgp_schedule(num_frames: int) -> PropagationSchedule:
     ```py
     >>> [[grid.frames for grid in wave] for wave in qgp_schedule(10).waves]
     [[(0, 3, 6, 9)], [(0, 1, 2, 3), (3, 4, 5, 6), (6, 7, 8, 9)]]
+    >>> [[grid.frames for grid in wave] for wave in qgp_schedule(15).waves]
+    [[(0, 4, 9, 14)], [(0, 1, 3, 4), (4, 6, 7, 9), (9, 10, 12, 14)], [(1, 2, 3, 4), (7, 8, 10, 11)]]
     ```
     """
     _check_num_frames(num_frames)
     last = num_frames - 1
-    waves: list[tuple[QuadrantGridFrames, ...]] = []
-    lone: list[int] = []
-    segments = [(0, last)]
-    while segments:
-        wave, next_segments = [], []
-        for start, end in segments:
-            missing = end - start - 1
-            if missing == 1:
-                lone.append(start + 1)
-            elif missing >= 2:
-                grid = _trisect(start, end)
-                wave.append(grid)
-                a, b, c, d = grid.frames
-                next_segments += [(a, b), (b, c), (c, d)]
-        if wave:
-            waves.append(tuple(wave))
-        segments = next_segments
-    waves += _lone_frame_waves(sorted(lone), last)
-    return PropagationSchedule(num_frames, tuple(waves), "qgp")
+    levels, lone = _trisection_levels(last)
+    known_after = {0: -1, last: -1}  # the wave after which a frame is known; -1 for the references
+    waves: list[list[QuadrantGridFrames]] = []
+    for wave, grids in enumerate(levels):
+        waves.append(list(grids))
+        known_after.update({frame: wave for grid in grids for frame in grid.generated})
+    # a pair's generated frames are lone, so no reference depends on them; a leftover's reference may be paired
+    for grid in _lone_frame_grids(lone, last):
+        wave = max(known_after[frame] for frame in grid.references) + 1
+        if wave == len(waves):
+            waves.append([])
+        waves[wave].append(grid)
+        known_after.update({frame: wave for frame in grid.generated})
+    return PropagationSchedule(num_frames, tuple(tuple(sorted(wave, key=lambda g: g.frames)) for wave in waves), "qgp")
 
 
 def naive_schedule(num_frames: int) -> PropagationSchedule:

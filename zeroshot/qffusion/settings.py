@@ -39,7 +39,11 @@ class TrainingSettings:
         output_dir (`str`): where checkpoints, logs, the data cache and `final/` go.
         resolution (`int`, *optional*, defaults to 256): side of the square training frames (the paper's 256).
         interval (`str`, *optional*, defaults to `"5"`): frames between the four frames, or a range `"LOW:HIGH"`.
-        crop_scale (`float`, *optional*, defaults to 2.5): crop side over the face's size.
+        crop (`str`, *optional*, defaults to `"subject"`): `"subject"` (square crops tracked around the subject, the
+            paper's) or `"full"` (whole frames); recorded in the checkpoint, and editing follows it.
+        crop_scale (`float`, *optional*, defaults to 2.5): crop side over the subject's size.
+        crop_smoothing (`float`, *optional*, defaults to 5.0): smoothing of the crops' centres over time (standard
+            deviation in frames; 0: none).
         condition (`str`, *optional*, defaults to `"face"`): `"face"` or `"body"`.
         prompt (`str`, *optional*, defaults to `""`): the fixed text for the cross-attention.
         learning_rate (`float`, *optional*, defaults to 1e-4): peak learning rate.
@@ -67,7 +71,9 @@ class TrainingSettings:
     output_dir: str
     resolution: int = 256
     interval: str = "5"
+    crop: str = "subject"
     crop_scale: float = 2.5
+    crop_smoothing: float = 5.0
     condition: str = "face"
     prompt: str = ""
     learning_rate: float = 1e-4
@@ -95,7 +101,13 @@ class TrainingSettings:
         from .checkpoint import QffusionConfig
 
         return QffusionConfig(
-            condition=self.condition, resolution=self.resolution, prompt=self.prompt, frame_interval=self.interval
+            condition=self.condition,
+            resolution=self.resolution,
+            prompt=self.prompt,
+            frame_interval=self.interval,
+            crop=self.crop,
+            crop_scale=self.crop_scale,
+            crop_smoothing=self.crop_smoothing,
         )
 
     def check(self) -> None:
@@ -112,6 +124,10 @@ class TrainingSettings:
             raise ZeroshotError(f"--resolution must be a multiple of 32, got {self.resolution}.")
         if self.learning_rate <= 0 or self.crop_scale <= 0:
             raise ZeroshotError("--learning-rate and --crop-scale must be positive.")
+        if self.crop_smoothing < 0:
+            raise ZeroshotError(f"--crop-smoothing must not be negative, got {self.crop_smoothing}.")
+        if self.crop not in ("subject", "full"):
+            raise ZeroshotError(f"--crop must be 'subject' or 'full', got {self.crop!r}.")
         if self.condition not in ("face", "body"):
             raise ZeroshotError(f"--condition must be 'face' or 'body', got {self.condition!r}.")
         if self.mixed_precision not in ("no", "fp16", "bf16"):

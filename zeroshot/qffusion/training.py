@@ -62,7 +62,9 @@ _RESUME_INVARIANTS = (
     "interval",
     "condition",
     "prompt",
+    "crop",
     "crop_scale",
+    "crop_smoothing",
     "batch_size",
     "gradient_accumulation",
     "seed",
@@ -214,7 +216,9 @@ def train_qga(settings: TrainingSettings) -> Path:
     cache_dir = output_dir / "data-cache"
     prepare = {
         "resolution": settings.resolution,
+        "crop": settings.crop,
         "crop_scale": settings.crop_scale,
+        "crop_smoothing": settings.crop_smoothing,
         "condition": settings.condition,
         "show_progress": settings.show_progress and accelerator.is_local_main_process,
     }
@@ -227,6 +231,13 @@ def train_qga(settings: TrainingSettings) -> Path:
         parse_interval(settings.interval),
         settings.condition,
     )
+    sizes = sorted({video.frames.shape[2:0:-1] for video in dataset.videos})
+    if len(sizes) > 1 and settings.batch_size > 1:
+        raise ZeroshotError(
+            f"Whole frames (--crop full) keep each video's aspect ratio, and these videos give {len(sizes)} frame "
+            f"sizes ({', '.join(f'{w}x{h}' for w, h in sizes)}), which cannot share a batch. Use --batch-size 1 (with "
+            f"--gradient-accumulation for larger steps), videos of one aspect ratio, or --crop subject."
+        )
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=settings.batch_size,
