@@ -30,7 +30,6 @@ from .extract import (
     extract_poses,
     extract_video_poses,
     fill_missing_frames,
-    smooth_poses,
 )
 from .files import load_poses, load_source_pose, looks_rendered, read_pose_images, write_pose_images
 from .openpose_json import check_openpose_output_path, read_openpose_json, write_openpose_json
@@ -43,7 +42,9 @@ from .pata import (
     transition_length,
     transition_poses,
 )
+from .preview import check_preview_path, contact_sheet, overlay_poses, write_preview
 from .render import render_pose
+from .repair import RepairedPoses, RepairReport, RepairSettings, repair_poses
 from .sequence import Poses, PoseSequence, RenderedPoses, require_keypoints
 
 __all__ = [
@@ -59,8 +60,13 @@ __all__ = [
     "PoseSequence",
     "Poses",
     "RenderedPoses",
+    "RepairReport",
+    "RepairSettings",
+    "RepairedPoses",
     "apply_alignment",
     "check_openpose_output_path",
+    "check_preview_path",
+    "contact_sheet",
     "detect_source_pose",
     "extract_poses",
     "extract_video_poses",
@@ -70,15 +76,17 @@ __all__ = [
     "load_source_pose",
     "looks_rendered",
     "make_detector",
+    "overlay_poses",
     "pose_alignment_transition",
     "quiet_native_stderr",
     "read_openpose_json",
     "read_pose_images",
     "render_pose",
+    "repair_poses",
     "require_keypoints",
-    "smooth_poses",
     "transition_length",
     "transition_poses",
     "write_openpose_json",
+    "write_preview",
     "write_pose_images",
 ]

@@ -29,6 +29,7 @@ DETECTORS = ("mediapipe", "openpose", "dwpose")
 # mediapipe's 33 pose landmarks that give each COCO-18 joint (None: the neck, the midpoint of the shoulders).
 _MEDIAPIPE_TO_COCO18 = (0, None, 12, 14, 16, 11, 13, 15, 24, 26, 28, 23, 25, 27, 5, 2, 8, 7)
 _MEDIAPIPE_SHOULDERS = (11, 12)
+_MEDIAPIPE_NOSE, _MEDIAPIPE_EARS = 0, (7, 8)
 
 
 @dataclass
@@ -39,11 +40,14 @@ class DetectedPose:
         body (`np.ndarray`): `[18, 3]` COCO-18 keypoints.
         face (`np.ndarray`, *optional*): `[70, 3]` face keypoints.
         hands (`np.ndarray`, *optional*): `[2, 21, 3]` hand keypoints (left, right).
+        facing (`float`, *optional*): how much the person faces the camera, from the detector's 3D landmarks: 1 facing
+            it, -1 turned away, 0 in profile (see [`MediapipePoseDetector`]); None when the detector has no depth.
     """
 
     body: np.ndarray
     face: np.ndarray | None = None
     hands: np.ndarray | None = None
+    facing: float | None = None
 
 
 @contextlib.contextmanager
@@ -76,7 +80,9 @@ class MediapipePoseDetector:
     """mediapipe's pose landmarker (BlazePose, `model_complexity=1`, the model its wheel bundles), mapped to COCO-18.
 
     The neck is the midpoint of the shoulders. A landmark becomes a keypoint when its visibility reaches
-    `min_visibility` and it lies inside the image; its confidence is the visibility.
+    `min_visibility` and it lies inside the image; its confidence is the visibility. The facing direction comes from
+    mediapipe's world landmarks (metres, smaller depth nearer the camera): how far the nose lies in front of the
+    midpoint of the ears, in units of `FACING_DEPTH` (clipped to [-1, 1]), which needs no left/right label.
 
     Args:
         video (`bool`, *optional*, defaults to `False`):
@@ -92,6 +98,9 @@ class MediapipePoseDetector:
     ...     pose = detector(image)  # uint8 RGB [height, width, 3]; None when there is no person
     ```
     """
+
+    #: Depth in metres of the nose in front of the ears that counts as fully facing the camera (about 10 cm on adults).
+    FACING_DEPTH = 0.1
 
     def __init__(self, *, video: bool = False, min_visibility: float = 0.5):
         if not 0 <= min_visibility <= 1:
@@ -124,7 +133,12 @@ class MediapipePoseDetector:
         body[~(inside & (body[:, 2] >= self.min_visibility))] = 0.0
         if not (body[:, 2] > 0).any():
             return None
-        return DetectedPose(body)
+        facing = None
+        if result.pose_world_landmarks is not None:
+            depth = [point.z for point in result.pose_world_landmarks.landmark]
+            ears = (depth[_MEDIAPIPE_EARS[0]] + depth[_MEDIAPIPE_EARS[1]]) / 2
+            facing = float(np.clip((ears - depth[_MEDIAPIPE_NOSE]) / self.FACING_DEPTH, -1.0, 1.0))
+        return DetectedPose(body, facing=facing)
 
     def close(self) -> None:
         if self._pose is not None:
