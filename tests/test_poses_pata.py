@@ -14,7 +14,7 @@ from zeroshot.poses import (
     transition_length,
     transition_poses,
 )
-from zeroshot.poses.skeleton import BODY_LIMBS, JOINT, LIMBS, NECK, PARENT
+from zeroshot.poses.skeleton import BODY_LIMBS, JOINT, LIMBS, NECK, NOSE, PARENT
 
 # A person facing the camera, in pixels of a 512x768 canvas.
 STANDING = np.array([
@@ -76,10 +76,18 @@ def test_aligned_first_frame_matches_source_anchor_and_scale():
     assert poses.size == (512, 768) and poses.fps == 25.0
     first = poses.pixels()[result.first_target_frame]
     np.testing.assert_allclose(first[NECK], STANDING[NECK], atol=1e-6)
-    aligned_total = sum(np.linalg.norm(first[a] - first[b]) for a, b in shared)
-    assert aligned_total == pytest.approx(source_total, abs=1e-6)
     # One transform for the whole sequence, so the motion is kept, scaled.
     expected = scale * frames + offset
+    # The head: scaled about each frame's neck to the source's head size, shifted so the first frame's nose sits
+    # where the source's does relative to its neck.
+    head = [NOSE, JOINT["right_eye"], JOINT["left_eye"], JOINT["right_ear"], JOINT["left_ear"]]
+    source_size = sum(np.linalg.norm(STANDING[j] - STANDING[NOSE]) for j in head[1:])
+    head_scale = source_size / sum(np.linalg.norm(expected[0, j] - expected[0, NOSE]) for j in head[1:])
+    head_offset = (STANDING[NOSE] - STANDING[NECK]) - head_scale * (expected[0, NOSE] - expected[0, NECK])
+    for k in range(5):
+        expected[k, head] = expected[k, NECK] + head_scale * (expected[k, head] - expected[k, NECK]) + head_offset
+    assert result.alignment.head_scale == pytest.approx(head_scale, rel=1e-9)
+    np.testing.assert_allclose(first[NOSE], STANDING[NOSE], atol=1e-6)
     visible = poses.visible[result.first_target_frame :]
     np.testing.assert_allclose(poses.pixels()[result.first_target_frame :][visible], expected[visible], atol=1e-6)
     assert not visible[:, JOINT["left_ankle"]].any()
@@ -150,15 +158,37 @@ def test_identity_when_already_aligned():
     np.testing.assert_allclose(still.poses.body[:4], np.repeat(source.body, 4, axis=0), atol=1e-12)
 
 
-def test_automatic_transition_length_follows_the_largest_displacement():
+def _measured_steps(poses):
+    """`[frames - 1, 18]` pixel steps of each joint between consecutive frames (NaN where not shown in both)."""
+    pixels = poses.body[..., :2] * np.asarray(poses.size, np.float64)
+    shown = (poses.body[1:, :, 2] > 0) & (poses.body[:-1, :, 2] > 0)
+    return np.where(shown, np.sqrt(((pixels[1:] - pixels[:-1]) ** 2).sum(-1)), np.nan)
+
+
+def test_automatic_transition_length_of_a_straight_move():
     source = _pose(STANDING, (512, 768))
-    moved = STANDING.copy()
-    moved[JOINT["left_wrist"]] += np.array([0.0, -300.0])  # 300 px of a 768 px canvas: the largest move
-    end = _pose(moved, (512, 768))
+    end = _pose(STANDING + np.array([0.0, -300.0]), (512, 768))  # everything 300 px up: straight lines, no arcs
     expected = math.ceil(300 / 768 / 0.05) - 1
     assert transition_length(source, end, 0.05) == expected == 7
     assert transition_length(source, end, 0.5) == 0
-    assert pose_alignment_transition(source, end, max_step=0.05).num_transition == 7
+    assert pose_alignment_transition(source, end, max_step=0.05, align=False).num_transition == 7
+
+
+@pytest.mark.parametrize("max_step", [0.02, 0.05, 0.1])
+def test_automatic_transition_honours_the_step_limit_along_arcs(max_step):
+    source = _pose(STANDING, (512, 768))
+    moved = STANDING.copy()
+    moved[JOINT["left_wrist"]] += np.array([0.0, -300.0])  # a forearm swung upward: the wrist travels on an arc
+    moved = _rotate_limbs(moved, {JOINT["right_elbow"]: 2.5, JOINT["left_knee"]: -0.8})
+    end = _pose(moved, (512, 768))
+    result = pose_alignment_transition(source, end, max_step=max_step, align=False)
+    limit = max_step * 768
+    steps = _measured_steps(result.poses)
+    assert np.nanmax(steps) <= limit * (1 + 1e-9)
+    straight = math.ceil(np.linalg.norm(moved - STANDING, axis=-1).max() / limit) - 1
+    assert result.num_transition > straight  # the straight-line count would break the limit here
+    shorter = pose_alignment_transition(source, end, transition_frames=result.num_transition - 1, align=False)
+    assert np.nanmax(_measured_steps(shorter.poses)) > limit  # and the count is the smallest that keeps it
 
 
 def test_missing_joints_on_either_side_do_not_crash():
