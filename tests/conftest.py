@@ -43,3 +43,16 @@ def ladder_unet():
         attention_head_dim=4,
         norm_num_groups=8,
     ).eval()
+
+
+@pytest.fixture(scope="session")
+def sports2d_demo_video():
+    """Path of the real full-body demo video inside the `sports2d` wheel (1768x994, 30 fps, 230 frames: a person
+    jumping on a box, facing the camera, then turning; a second person walking past), found without importing the
+    package (requirements-lock.txt pins it for this video)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("Sports2D")
+    assert spec is not None and spec.submodule_search_locations, "pip install --no-deps sports2d==0.8.34"
+    return Path(next(iter(spec.submodule_search_locations))) / "Demo" / "demo.mp4"

@@ -9,8 +9,10 @@ a two-state Viterbi path (labels kept or swapped in each frame) that minimises, 
 - **attachment** to the pair above it, already decided (elbows to shoulders, wrists to elbows, hips to shoulders,
   knees to hips, ankles to knees, ears to eyes): each joint nearer its own side's parent than the other's;
 - **facing**, for shoulders, hips and eyes: a person facing the camera shows their right side on the image's left.
-  The facing comes from the detector's 3D landmarks when it has them (nose in front of the ears), and otherwise
-  from the face: a visible nose with both eyes means the person faces the camera.
+  The facing comes from the face (a visible nose with both eyes: towards the camera) plus half the facing of the
+  detector's 3D landmarks (nose in front of the ears). The 3D landmarks alone cannot be trusted: measured on the
+  sports2d demo, mediapipe turns its depth round together with its labels when it mirrors a person (facing 1.0, then
+  -1.0 in the five mirrored frames, then 1.0 again), so they only tip the balance where the face is not seen.
 
 Hands follow their wrists: a swapped wrist pair swaps the two hands too.
 """
@@ -40,6 +42,11 @@ PAIRS: tuple[tuple[str, tuple[int, int], str | None], ...] = (
 _FACING_PAIRS = ("shoulders", "hips", "eyes")
 #: Weights of the three costs (continuity counts once per joint, in body sizes per frame).
 CONTINUITY_WEIGHT, ATTACHMENT_WEIGHT, FACING_WEIGHT = 1.0, 0.5, 1.0
+#: Cost per shown joint of swapping a pair: a tie-breaker, so that labels are kept where nothing else decides (a joint whose
+#: counterpart is missing around it costs nothing to relabel by continuity alone).
+SWAP_COST = 1e-3
+#: Weight of the detector's 3D facing next to the face's.
+DEPTH_FACING_WEIGHT = 0.5
 
 
 @dataclass
@@ -67,7 +74,7 @@ def repair_mirrors(poses: PoseSequence, scale: np.ndarray, facing: np.ndarray | 
         poses ([`PoseSequence`]): the poses.
         scale (`np.ndarray`): `[frames]` body size in pixels of each frame (see [`body_scale`]); costs are divided by it.
         facing (`np.ndarray`, *optional*): `[frames]` facing from the detector's depth (1 towards the camera, -1 away,
-            NaN unknown); by default, and where NaN, taken from the visibility of the face.
+            NaN unknown), added at half weight to the facing read from the face.
 
     Returns:
         [`MirrorRepair`]: the poses with swapped pairs put back, and which pairs were swapped in which frame.
@@ -75,19 +82,18 @@ def repair_mirrors(poses: PoseSequence, scale: np.ndarray, facing: np.ndarray | 
     scale = np.asarray(scale, dtype=np.float64)
     if scale.shape != (len(poses),) or not (scale > 0).all():
         raise ValueError(f"scale must hold one positive size per frame ({len(poses)}), got shape {scale.shape}.")
+    size = np.asarray(poses.size, np.float64)
     body = poses.body.copy()
-    face_facing = _facing_from_face(poses)
-    if facing is None:
-        facing = face_facing
-    else:
-        facing = np.asarray(facing, dtype=np.float64)
-        if facing.shape != (len(poses),):
-            raise ValueError(f"facing must hold one value per frame ({len(poses)}), got shape {facing.shape}.")
-        facing = np.where(np.isnan(facing), face_facing, facing)
+    body[..., :2] *= size  # costs are measured in pixels
+    depth = np.zeros(len(poses)) if facing is None else np.asarray(facing, dtype=np.float64)
+    if depth.shape != (len(poses),):
+        raise ValueError(f"facing must hold one value per frame ({len(poses)}), got shape {depth.shape}.")
+    facing = np.clip(_facing_from_face(poses) + DEPTH_FACING_WEIGHT * np.nan_to_num(depth), -1.0, 1.0)
     swapped = np.zeros((len(poses), len(PAIRS)), dtype=bool)
     pair_joints = {name: joints for name, joints, _ in PAIRS}
     for index, (name, joints, parent) in enumerate(PAIRS):
         unary = np.zeros((len(poses), 2))
+        unary[:, 1] = SWAP_COST * (body[:, list(joints), 2] > 0).sum(axis=1)
         if parent is not None:
             unary += ATTACHMENT_WEIGHT * _attachment_cost(body, joints, pair_joints[parent], scale)
         if name in _FACING_PAIRS:
@@ -101,7 +107,11 @@ def repair_mirrors(poses: PoseSequence, scale: np.ndarray, facing: np.ndarray | 
         hands = hands.copy()
         frames = np.flatnonzero(swapped[:, wrists])
         hands[frames] = hands[frames, ::-1]
-    return MirrorRepair(dataclasses.replace(poses, body=body, hands=hands), swapped)
+    repaired = poses.body.copy()
+    for index, (_, joints, _) in enumerate(PAIRS):
+        frames = np.flatnonzero(swapped[:, index])
+        repaired[np.ix_(frames, joints)] = repaired[np.ix_(frames, joints[::-1])]
+    return MirrorRepair(dataclasses.replace(poses, body=repaired, hands=hands), swapped)
 
 
 def _positions(body: np.ndarray, joints: tuple[int, int], state: int) -> tuple[np.ndarray, np.ndarray]:
@@ -111,14 +121,24 @@ def _positions(body: np.ndarray, joints: tuple[int, int], state: int) -> tuple[n
 
 
 def _continuity_cost(body: np.ndarray, joints: tuple[int, int], scale: np.ndarray) -> np.ndarray:
-    """`[frames - 1, 2, 2]`: cost of going from state a in frame t to state b in frame t + 1."""
+    """`[frames - 1, 2, 2]`: cost of going from state a in frame t to state b in frame t + 1: the steps of the joints
+    shown in both frames; and where one joint of the pair shows in each frame under different labels, the step
+    between them plus the pair's typical spread, the price of a label changing hands."""
+    both = (body[:, list(joints), 2] > 0).all(axis=1)
+    spreads = np.linalg.norm(body[both, joints[0], :2] - body[both, joints[1], :2], axis=-1)
+    spread = float(np.median(spreads)) if len(spreads) else 0.0
     cost = np.zeros((max(len(body) - 1, 0), 2, 2))
     for a in (0, 1):
         before, seen_before = _positions(body[:-1], joints, a)
         for b in (0, 1):
             after, seen_after = _positions(body[1:], joints, b)
-            steps = np.linalg.norm(after - before, axis=-1) * (seen_before & seen_after)
-            cost[:, a, b] = CONTINUITY_WEIGHT * steps.sum(axis=1) / scale[1:]
+            steps = (np.linalg.norm(after - before, axis=-1) * (seen_before & seen_after)).sum(axis=1)
+            single = (seen_before.sum(axis=1) == 1) & (seen_after.sum(axis=1) == 1)
+            handed = single & (seen_before[:, 0] != seen_after[:, 0])
+            point_before = np.where(seen_before[:, :1], before[:, 0], before[:, 1])
+            point_after = np.where(seen_after[:, :1], after[:, 0], after[:, 1])
+            steps += handed * (np.linalg.norm(point_after - point_before, axis=-1) + spread)
+            cost[:, a, b] = CONTINUITY_WEIGHT * steps / scale[1:]
     return cost
 
 
