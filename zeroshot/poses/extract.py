@@ -4,6 +4,7 @@ frames without a person filled from their neighbours)."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from dataclasses import dataclass, replace
 
@@ -17,6 +18,8 @@ from .detectors import DetectedPose, MediapipePoseDetector, PoseDetector, check_
 from .repair import RepairReport, RepairSettings, repair_poses
 from .sequence import PoseSequence
 from .skeleton import NUM_FACE_POINTS, NUM_HAND_POINTS, NUM_JOINTS
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -73,7 +76,12 @@ class PoseExtraction:
 
 
 def detect_source_pose(
-    image: Image.Image | np.ndarray, *, min_visibility: float = 0.5, name: str | None = None
+    image: Image.Image | np.ndarray,
+    *,
+    min_visibility: float = 0.5,
+    face: bool = False,
+    hands: bool = False,
+    name: str | None = None,
 ) -> PoseSequence:
     """The pose of the person in a still image (mediapipe, offline), as a one-frame [`PoseSequence`] on the image's
     canvas.
@@ -81,6 +89,8 @@ def detect_source_pose(
     Args:
         image (`PIL.Image.Image` or `np.ndarray`): the source image (RGB).
         min_visibility (`float`, *optional*, defaults to 0.5): landmarks less visible than this are missing.
+        face (`bool`, *optional*, defaults to `False`): also find the 70 face points (a warning says when none is).
+        hands (`bool`, *optional*, defaults to `False`): also find the hands (a warning says when none is).
         name (`str`, *optional*): the image's file name, for messages.
 
     Raises:
@@ -97,7 +107,7 @@ def detect_source_pose(
     ```
     """
     pixels = check_rgb_image(np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image))
-    with MediapipePoseDetector(min_visibility=min_visibility) as detector:
+    with MediapipePoseDetector(min_visibility=min_visibility, face=face, hands=hands) as detector:
         detected = detector(pixels)
     if detected is None:
         where = f" {name!r}" if name else ""
@@ -106,7 +116,9 @@ def detect_source_pose(
             f"one frame, on the image's canvas), or use an image in which the person's body is clearly visible."
         )
     height, width = pixels.shape[:2]
-    return _sequence([detected], (width, height), None, name)
+    pose = _sequence([detected], (width, height), None, name)
+    warn_missing_parts(pose, f"the source image {name!r}" if name else "the source image")
+    return pose
 
 
 def extract_poses(
@@ -156,6 +168,7 @@ def extract_poses(
         )
     height, width = frames.shape[1:3]
     raw = _sequence(detections, (width, height), fps, source)
+    warn_missing_parts(raw, repr(source) if source else "the video")
     facing = np.array([np.nan if d is None or d.facing is None else d.facing for d in detections])
     if repair is None:
         return PoseExtraction(fill_missing_frames(raw, ~detected), detected, raw, facing)
@@ -187,6 +200,16 @@ def extract_video_poses(
     """
     video = read_video(path, max_frames=max_frames)
     return extract_poses(video, detector, repair=repair, show_progress=show_progress, source=str(path))
+
+
+def warn_missing_parts(poses: PoseSequence, where: str) -> None:
+    """Logs one warning line for a face or hands that were asked for (present as arrays) but found in no frame."""
+    for name, points in (("face", poses.face), ("hands", poses.hands)):
+        if points is not None and not (points[..., 2] > 0).any():
+            logger.warning(
+                "The %s %s asked for but not visible in %s: the poses carry none (is the person facing away, or "
+                "too small in the picture?).", name, "was" if name == "face" else "were", where
+            )
 
 
 def fill_missing_frames(poses: PoseSequence, missing: np.ndarray | None = None) -> PoseSequence:
