@@ -1,5 +1,6 @@
-"""PATA: the similarity transform against float64 math written here, limb lengths through the transition, identity
-when already aligned, missing joints on either side, and rendered poses refused with a clear message."""
+"""PATA: the similarity transform and the head's retargeting against float64 math written here, limb lengths through
+the transition, the step limit measured along the path on real extracted poses, round trips through the files animate
+writes (off-canvas points included), missing joints on either side, and rendered poses refused with a clear message."""
 
 import math
 
@@ -10,11 +11,19 @@ from zeroshot.errors import ZeroshotError
 from zeroshot.poses import (
     PoseSequence,
     RenderedPoses,
+    apply_alignment,
+    detect_source_pose,
+    extract_poses,
+    load_poses,
     pose_alignment_transition,
+    read_openpose_json,
     transition_length,
     transition_poses,
+    write_openpose_json,
 )
 from zeroshot.poses.skeleton import BODY_LIMBS, JOINT, LIMBS, NECK, NOSE, PARENT
+from zeroshot.testing import astronaut, sample_video_path
+from zeroshot.video import read_video
 
 # A person facing the camera, in pixels of a 512x768 canvas.
 STANDING = np.array([
@@ -242,3 +251,50 @@ def test_rendered_poses_cannot_be_aligned():
         pose_alignment_transition(source, rendered)
     with pytest.raises(ZeroshotError, match="no frames"):
         pose_alignment_transition(source, _pose(np.zeros((0, 18, 2)), (512, 768)))
+
+
+def test_what_animate_writes_load_poses_reads_back_off_canvas_points_included(tmp_path):
+    source = _pose(STANDING, (512, 768))
+    frames = np.stack([STANDING + np.array([60.0 * k, 25.0 * k]) for k in range(6)])  # walking off to the right
+    result = pose_alignment_transition(source, _pose(frames, (512, 768), fps=12.0), transition_frames=2)
+    off_canvas = result.poses.visible & (result.poses.body[..., :2] > 1).any(-1)
+    assert off_canvas[-1].sum() >= 10  # the last frames reach past the canvas, and stay present
+    for name in ("poses.json", "per_frame"):
+        path = write_openpose_json(result.poses, tmp_path / name)
+        loaded = load_poses(path)
+        assert loaded.size == (512, 768) and len(loaded) == len(result.poses)
+        np.testing.assert_allclose(loaded.body, result.poses.body, rtol=0, atol=1e-12)
+    # Points outside a canvas the caller supplies still point at a wrong size.
+    with pytest.raises(ZeroshotError, match="lies outside the 512x768 canvas"):
+        read_openpose_json(tmp_path / "per_frame" / "frame_000000000008_keypoints.json", size=(512, 768))
+
+
+@pytest.fixture(scope="module")
+def astronaut_pose():
+    return detect_source_pose(astronaut())
+
+
+@pytest.mark.parametrize("max_step", [0.02, 0.05])
+def test_transition_step_limit_holds_on_real_extracted_poses(astronaut_pose, sports2d_box_extraction, max_step):
+    carphone = extract_poses(read_video(sample_video_path("carphone"), max_frames=5), show_progress=False).poses
+    box = sports2d_box_extraction.poses[20:]
+    for target in (carphone, box):
+        result = pose_alignment_transition(astronaut_pose, target, max_step=max_step)
+        transition = result.poses[: result.first_target_frame + 1]
+        assert result.num_transition > 0
+        assert np.nanmax(_measured_steps(transition)) <= max_step * 512 * (1 + 1e-9)
+
+
+def test_head_is_retargeted_to_a_head_and_shoulders_source(astronaut_pose, sports2d_box_extraction):
+    target = sports2d_box_extraction.poses[20:]  # a whole body, small in its picture
+    result = pose_alignment_transition(astronaut_pose, target, transition_frames=0)
+    first, source = result.poses.pixels()[1], astronaut_pose.pixels()[0]
+    np.testing.assert_allclose(first[NOSE], source[NOSE], atol=1e-6)
+    body_only = apply_alignment(target, result.alignment, astronaut_pose.size).pixels()[0]
+    assert np.linalg.norm(body_only[NOSE] - source[NOSE]) > 10  # without it the nose lands elsewhere
+    # The head keeps its shape, at the source's size: eye and ear spans in the source's proportion.
+    eyes, ears = [JOINT["right_eye"], JOINT["left_eye"]], [JOINT["right_ear"], JOINT["left_ear"]]
+    for pair in (eyes, ears):
+        target_span = np.linalg.norm(np.subtract(*body_only[pair]))
+        assert np.linalg.norm(np.subtract(*first[pair])) == pytest.approx(result.alignment.head_scale * target_span)
+    assert result.alignment.head_scale > 1.5  # the astronaut's head is far bigger than her body's scale gives

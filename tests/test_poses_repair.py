@@ -4,8 +4,6 @@ mirrors, jumps, gaps and a second person; the One-Euro filter against a float64 
 
 import math
 
-import cv2
-import imageio_ffmpeg
 import numpy as np
 import pytest
 
@@ -25,21 +23,6 @@ NO_SMOOTHING = RepairSettings(smooth=False)
 @pytest.fixture(scope="module")
 def carphone_extraction():
     return extract_poses(read_video(sample_video_path("carphone")), show_progress=False)
-
-
-@pytest.fixture(scope="module")
-def box_extraction(sports2d_demo_video):
-    """The first 90 frames of the sports2d demo at half size (884x497): the person on the box, facing the camera."""
-    reader = imageio_ffmpeg.read_frames(str(sports2d_demo_video))
-    width, height = next(reader)["size"]
-    frames = []
-    for index, data in enumerate(reader):
-        if index == 90:
-            reader.close()
-            break
-        frame = np.frombuffer(data, np.uint8).reshape(height, width, 3)
-        frames.append(cv2.resize(frame, (width // 2, height // 2), interpolation=cv2.INTER_AREA))
-    return extract_poses(np.stack(frames), fps=30.0, show_progress=False)
 
 
 def _swap(body, frames, pairs):
@@ -68,25 +51,25 @@ def _frames_matching(repaired, clean, pairs):
     return good.mean()
 
 
-def test_real_mirrors_are_repaired_on_people_facing_the_camera(carphone_extraction, box_extraction):
+def test_real_mirrors_are_repaired_on_people_facing_the_camera(carphone_extraction, sports2d_box_extraction):
     # Both face the camera: their right side is on the image's left in every frame after repair.
-    for extraction, pairs in ((carphone_extraction, [RIGHT_LEFT[0], *FACE]), (box_extraction, RIGHT_LEFT[:1])):
+    for extraction, pairs in ((carphone_extraction, [RIGHT_LEFT[0], *FACE]), (sports2d_box_extraction, RIGHT_LEFT[:1])):
         repaired = repair_poses(extraction.raw, facing=extraction.facing)
         signs = _right_on_image_left(repaired.poses.body, pairs)
         assert (signs >= 0).all(), np.argwhere(signs < 0)
     # mediapipe mirrors the person on the box in frames 68-72 (the shoulders swap sides, the 3D facing turns to -1).
-    raw = box_extraction.raw.body
+    raw = sports2d_box_extraction.raw.body
     assert (_right_on_image_left(raw, RIGHT_LEFT[:1])[68:73] < 0).all()
-    assert (box_extraction.facing[68:72] < 0).all()
-    repaired = repair_poses(box_extraction.raw, facing=box_extraction.facing)
+    assert (sports2d_box_extraction.facing[68:72] < 0).all()
+    repaired = repair_poses(sports2d_box_extraction.raw, facing=sports2d_box_extraction.facing)
     assert repaired.report.mirrored_frames >= 5
     assert (repaired.marks[68:73, JOINT["right_shoulder"]] == MIRRORED).all()
 
 
 @pytest.mark.parametrize("pairs", [RIGHT_LEFT, ARM, LEG, FACE, RIGHT_LEFT[:1]], ids=["body", "arm", "leg", "face",
                                                                                     "shoulders"])
-def test_injected_mirrors_are_repaired(box_extraction, pairs):
-    clean = repair_poses(box_extraction.raw, NO_SMOOTHING, facing=box_extraction.facing).poses
+def test_injected_mirrors_are_repaired(sports2d_box_extraction, pairs):
+    clean = repair_poses(sports2d_box_extraction.raw, NO_SMOOTHING, facing=sports2d_box_extraction.facing).poses
     rng = np.random.default_rng(len(pairs))
     frames = set()
     while len(frames) < 0.3 * len(clean):  # runs of 1 to 6 frames, 30% of the clip
@@ -95,7 +78,7 @@ def test_injected_mirrors_are_repaired(box_extraction, pairs):
     frames.update([40, 42, 44, 46])  # a flip-flop run: mirrored, not, mirrored, ...
     frames = sorted(frames)
     injected = PoseSequence(_swap(clean.body, frames, pairs), clean.size, fps=clean.fps)
-    repaired = repair_poses(injected, NO_SMOOTHING, facing=box_extraction.facing)
+    repaired = repair_poses(injected, NO_SMOOTHING, facing=sports2d_box_extraction.facing)
     assert _frames_matching(repaired.poses.body, clean.body, pairs) >= 0.99
     assert _frames_matching(injected.body, clean.body, pairs) <= 0.75  # the injection was there to be found
 
@@ -109,9 +92,9 @@ def test_injected_whole_body_mirrors_on_a_portrait(carphone_extraction):
     assert repaired.report.mirrored_frames == len(frames)
 
 
-def test_no_joint_moves_faster_than_a_body_after_repair(box_extraction):
-    poses = box_extraction.raw
-    repaired = repair_poses(poses, facing=box_extraction.facing).poses
+def test_no_joint_moves_faster_than_a_body_after_repair(sports2d_box_extraction):
+    poses = sports2d_box_extraction.raw
+    repaired = repair_poses(poses, facing=sports2d_box_extraction.facing).poses
     pixels = repaired.body[..., :2] * np.asarray(repaired.size)
     shown = repaired.visible
     # The body's size from the test's own measure: the median shoulder width and torso length over the clip.
