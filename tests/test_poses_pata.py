@@ -2,6 +2,7 @@
 the transition, the step limit measured along the path on real extracted poses, round trips through the files animate
 writes (off-canvas points included), missing joints on either side, and rendered poses refused with a clear message."""
 
+import json
 import math
 
 import numpy as np
@@ -264,9 +265,12 @@ def test_what_animate_writes_load_poses_reads_back_off_canvas_points_included(tm
         loaded = load_poses(path)
         assert loaded.size == (512, 768) and len(loaded) == len(result.poses)
         np.testing.assert_allclose(loaded.body, result.poses.body, rtol=0, atol=1e-12)
-    # Points outside a canvas the caller supplies still point at a wrong size.
+    # Points outside a canvas the caller supplies (a file that does not state its own) still mean a wrong size.
+    frame = json.loads((tmp_path / "per_frame" / "frame_000000000008_keypoints.json").read_text())
+    del frame["canvas_width"], frame["canvas_height"]
+    (tmp_path / "bare.json").write_text(json.dumps(frame))
     with pytest.raises(ZeroshotError, match="lies outside the 512x768 canvas"):
-        read_openpose_json(tmp_path / "per_frame" / "frame_000000000008_keypoints.json", size=(512, 768))
+        read_openpose_json(tmp_path / "bare.json", size=(512, 768))
 
 
 @pytest.fixture(scope="module")
