@@ -10,7 +10,8 @@ Examples:
       --prompt "a photo of an astronaut" --out out/wave.mp4
   python scripts/animate.py --image me.png --poses dance.mp4 --inversion direct --out out/dance.gif
   python scripts/animate.py --image me.png --poses openpose_output/ --pose-size 1280x720 --out out/frames
-  python scripts/animate.py --image me.png --poses dance.mp4 --face --hands --out out/dance.mp4 --preview-poses check.mp4
+  python scripts/animate.py --image me.png --poses dance.mp4 --face --hands --out out/dance.mp4 \\
+      --preview-poses check.mp4
 
 Poses (--poses) can be our or OpenPose's JSON (one file, or a folder of per-frame files), a video or photo of a
 person (poses extracted with mediapipe), or a folder or video of already-rendered pose images (used as they are:
@@ -149,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--face", action="store_true", help="also find face keypoints (source image, and poses extracted from a video)"
     )
     inputs.add_argument(
-        "--hands", action="store_true", help="also find hand keypoints (source image, and poses extracted from a video)"
+        "--hands",
+        action="store_true",
+        help="also find hand keypoints (source image, and poses extracted from a video)",
     )
     inputs.add_argument(
         "--preview-poses",

@@ -20,9 +20,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from zeroshot.atomic import write_json
 from zeroshot.cli import run
 from zeroshot.errors import ZeroshotError
-from zeroshot.atomic import write_json
 from zeroshot.poses import (
     DETECTORS,
     RepairSettings,
@@ -85,7 +85,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.max_frames is not None and args.max_frames < 1:
         raise ZeroshotError(f"--max-frames must be at least 1, got {args.max_frames}.")
     if args.no_repair and (args.no_smooth or args.max_gap != RepairSettings.max_gap_seconds):
-        raise ZeroshotError("--no-repair keeps the detections as they are: it cannot go with --no-smooth or --max-gap.")
+        raise ZeroshotError(
+            "--no-repair keeps the detections as they are: it cannot go with --no-smooth or --max-gap."
+        )
     out = check_openpose_output_path(args.out)
     report_path = out.with_name(f"{out.stem}.report.json")
     if args.render:

@@ -19,7 +19,6 @@ from zeroshot.poses import (
     extract_poses,
     extract_video_poses,
     fill_missing_frames,
-    make_detector,
     read_openpose_json,
 )
 from zeroshot.poses.skeleton import JOINT
@@ -42,7 +41,17 @@ def test_script_extracts_the_real_video_to_openpose_json(tmp_path, carphone):
     output, render, preview = tmp_path / "carphone.json", tmp_path / "carphone_poses.mp4", tmp_path / "check.mp4"
     video = sample_video_path("carphone")
     completed = subprocess.run(
-        [sys.executable, str(SCRIPT), str(video), "-o", str(output), "--render", str(render), "--preview", str(preview)],
+        [
+            sys.executable,
+            str(SCRIPT),
+            str(video),
+            "-o",
+            str(output),
+            "--render",
+            str(render),
+            "--preview",
+            str(preview),
+        ],
         capture_output=True,
         text=True,
         check=False,

@@ -75,6 +75,7 @@ def test_face_or_hands_not_visible_give_one_warning_line(caplog):
         pose = detect_source_pose(astronaut(), face=True, hands=True, name="astronaut.png")
     assert not (pose.hands[..., 2] > 0).any() and (pose.face[..., 2] > 0).all()
     (record,) = caplog.records
-    assert record.getMessage().startswith("The hands were asked for but not visible in the source image "
-                                          "'astronaut.png': the poses carry none")
+    assert record.getMessage().startswith(
+        "The hands were asked for but not visible in the source image 'astronaut.png': the poses carry none"
+    )
     assert make_detector("mediapipe", face=True).face

@@ -53,7 +53,10 @@ def _frames_matching(repaired, clean, pairs):
 
 def test_real_mirrors_are_repaired_on_people_facing_the_camera(carphone_extraction, sports2d_box_extraction):
     # Both face the camera: their right side is on the image's left in every frame after repair.
-    for extraction, pairs in ((carphone_extraction, [RIGHT_LEFT[0], *FACE]), (sports2d_box_extraction, RIGHT_LEFT[:1])):
+    for extraction, pairs in (
+        (carphone_extraction, [RIGHT_LEFT[0], *FACE]),
+        (sports2d_box_extraction, RIGHT_LEFT[:1]),
+    ):
         repaired = repair_poses(extraction.raw, facing=extraction.facing)
         signs = _right_on_image_left(repaired.poses.body, pairs)
         assert (signs >= 0).all(), np.argwhere(signs < 0)
@@ -66,8 +69,9 @@ def test_real_mirrors_are_repaired_on_people_facing_the_camera(carphone_extracti
     assert (repaired.marks[68:73, JOINT["right_shoulder"]] == MIRRORED).all()
 
 
-@pytest.mark.parametrize("pairs", [RIGHT_LEFT, ARM, LEG, FACE, RIGHT_LEFT[:1]], ids=["body", "arm", "leg", "face",
-                                                                                    "shoulders"])
+@pytest.mark.parametrize(
+    "pairs", [RIGHT_LEFT, ARM, LEG, FACE, RIGHT_LEFT[:1]], ids=["body", "arm", "leg", "face", "shoulders"]
+)
 def test_injected_mirrors_are_repaired(sports2d_box_extraction, pairs):
     clean = repair_poses(sports2d_box_extraction.raw, NO_SMOOTHING, facing=sports2d_box_extraction.facing).poses
     rng = np.random.default_rng(len(pairs))
@@ -129,11 +133,11 @@ def test_jumps_are_rejected_and_short_gaps_filled(carphone_extraction):
     assert not (out[80:100, neck, 2] > 0).any()
     assert repaired.report.joints_filled >= 6 and repaired.report.joints_rejected >= 1
 
-    longer = repair_poses(PoseSequence(body, clean.size, fps=clean.fps), RepairSettings(smooth=False,
-                                                                                         max_gap_seconds=1.0))
+    longer = repair_poses(
+        PoseSequence(body, clean.size, fps=clean.fps), RepairSettings(smooth=False, max_gap_seconds=1.0)
+    )
     assert (longer.marks[80:100, neck] == FILLED).all()
-    none = repair_poses(PoseSequence(body, clean.size, fps=clean.fps), RepairSettings(smooth=False,
-                                                                                       max_gap_seconds=0))
+    none = repair_poses(PoseSequence(body, clean.size, fps=clean.fps), RepairSettings(smooth=False, max_gap_seconds=0))
     assert not (none.poses.body[60:65, eye, 2] > 0).any()
 
 
@@ -160,12 +164,13 @@ def test_a_second_person_and_an_invented_skeleton_are_dropped(carphone_extractio
     ends = clean.visible[99] & clean.visible[104]
     assert (repaired.marks[100:104][:, ends] == FILLED).all()
     np.testing.assert_allclose(kept[100:104][:, ends, :2], clean.body[100:104][:, ends, :2], atol=0.05)
-    outside = np.r_[0:20, 32:70, 90:100, 104:len(body)]
+    outside = np.r_[0:20, 32:70, 90:100, 104 : len(body)]
     np.testing.assert_array_equal(kept[outside], clean.body[outside])
 
 
 def _one_euro_reference(track, rate, min_cutoff, beta, derivative_cutoff, unit):
     """Casiez et al.'s filter for one 2D track without gaps, scalar float64 arithmetic, as the paper writes it."""
+
     def smoothing_factor(cutoff):
         tau = 1.0 / (2 * math.pi * cutoff)
         return 1.0 / (1.0 + tau * rate)

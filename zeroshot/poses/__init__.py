@@ -93,6 +93,6 @@ __all__ = [
     "transition_length",
     "transition_poses",
     "write_openpose_json",
-    "write_preview",
     "write_pose_images",
+    "write_preview",
 ]

@@ -55,7 +55,9 @@ class PoseExtraction:
         fps = f" at {self.poses.fps:g} fps" if self.poses.fps else ""
         width, height = self.poses.size
         done = self.repair.summary() if self.repair else f"{self.num_filled} filled from neighbouring frames"
-        return f"{total} frames of {width}x{height}{fps}: a person found in {found} ({100 * found / total:.1f}%), {done}"
+        return (
+            f"{total} frames of {width}x{height}{fps}: a person found in {found} ({100 * found / total:.1f}%), {done}"
+        )
 
     def report(self) -> dict[str, object]:
         """The extraction report (`poses.report.json`): frames, frames with a person, and repair's counts."""
@@ -208,7 +210,10 @@ def warn_missing_parts(poses: PoseSequence, where: str) -> None:
         if points is not None and not (points[..., 2] > 0).any():
             logger.warning(
                 "The %s %s asked for but not visible in %s: the poses carry none (is the person facing away, or "
-                "too small in the picture?).", name, "was" if name == "face" else "were", where
+                "too small in the picture?).",
+                name,
+                "was" if name == "face" else "were",
+                where,
             )
 
 

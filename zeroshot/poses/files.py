@@ -12,12 +12,14 @@ from ..errors import ZeroshotError
 from ..video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, image_files, load_image, read_image_folder, read_video, write_video
 from .detectors import PoseDetector
 from .extract import detect_source_pose, extract_poses
-from .repair import RepairSettings
 from .openpose_json import read_openpose_json
+from .repair import RepairSettings
 from .sequence import Poses, PoseSequence, RenderedPoses
 
 logger = logging.getLogger(__name__)
 
+#: How [`load_poses`] repairs the poses it extracts from a video, unless told otherwise.
+DEFAULT_REPAIR = RepairSettings()
 #: Frame rate of written pose videos when neither the caller nor the poses give one.
 DEFAULT_FPS = 8.0
 
@@ -27,7 +29,7 @@ def load_poses(
     *,
     size: tuple[int, int] | None = None,
     detector: PoseDetector | None = None,
-    repair: RepairSettings | None = RepairSettings(),
+    repair: RepairSettings | None = DEFAULT_REPAIR,
     show_progress: bool = True,
 ) -> Poses:
     """Loads a pose sequence from whatever `path` is.
@@ -43,7 +45,7 @@ def load_poses(
         path (`str` or `os.PathLike`): the poses.
         size (`tuple[int, int]`, *optional*): `(width, height)` of the canvas of JSON keypoints that do not say it.
         detector (*optional*, defaults to mediapipe): the detector for videos and photos (see [`make_detector`]).
-        repair ([`RepairSettings`], *optional*, defaults to `RepairSettings()`): how extracted poses are repaired;
+        repair ([`RepairSettings`], *optional*, defaults to `DEFAULT_REPAIR`): how extracted poses are repaired;
             None keeps the detections as they are.
         show_progress (`bool`, *optional*, defaults to `True`): show a progress bar while extracting.
 

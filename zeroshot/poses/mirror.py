@@ -42,8 +42,7 @@ PAIRS: tuple[tuple[str, tuple[int, int], str | None], ...] = (
 _FACING_PAIRS = ("shoulders", "hips", "eyes")
 #: Weights of the three costs (continuity counts once per joint, in body sizes per frame).
 CONTINUITY_WEIGHT, ATTACHMENT_WEIGHT, FACING_WEIGHT = 1.0, 0.5, 1.0
-#: Cost per shown joint of swapping a pair: a tie-breaker, so that labels are kept where nothing else decides (a joint whose
-#: counterpart is missing around it costs nothing to relabel by continuity alone).
+#: Cost per shown joint of swapping a pair: a tie-breaker, so that labels are kept where nothing else decides.
 SWAP_COST = 1e-3
 #: Weight of the detector's 3D facing next to the face's.
 DEPTH_FACING_WEIGHT = 0.5
@@ -72,7 +71,8 @@ def repair_mirrors(poses: PoseSequence, scale: np.ndarray, facing: np.ndarray | 
 
     Args:
         poses ([`PoseSequence`]): the poses.
-        scale (`np.ndarray`): `[frames]` body size in pixels of each frame (see [`body_scale`]); costs are divided by it.
+        scale (`np.ndarray`): `[frames]` body size in pixels of each frame (see `plausibility.body_scale`); costs are
+            divided by it.
         facing (`np.ndarray`, *optional*): `[frames]` facing from the detector's depth (1 towards the camera, -1 away,
             NaN unknown), added at half weight to the facing read from the face.
 
@@ -102,7 +102,7 @@ def repair_mirrors(poses: PoseSequence, scale: np.ndarray, facing: np.ndarray | 
         frames = np.flatnonzero(swapped[:, index])
         body[np.ix_(frames, joints)] = body[np.ix_(frames, joints[::-1])]
     hands = poses.hands
-    wrists = [index for index, (name, _, _) in enumerate(PAIRS) if name == "wrists"][0]
+    wrists = next(index for index, (name, _, _) in enumerate(PAIRS) if name == "wrists")
     if hands is not None and swapped[:, wrists].any():
         hands = hands.copy()
         frames = np.flatnonzero(swapped[:, wrists])

@@ -31,7 +31,8 @@ def one_euro_filter(
         points (`np.ndarray`): `[frames, ..., 3]` keypoints `(x, y, confidence)`; confidence 0 marks a missing one.
         rate (`float`): frames per second.
         min_cutoff (`float`, *optional*, defaults to 1.0): cutoff frequency in Hz at rest.
-        beta (`float`, *optional*, defaults to 1.0): how fast the cutoff rises with speed, in Hz per (`unit` per second).
+        beta (`float`, *optional*, defaults to 1.0): how fast the cutoff rises with speed, in Hz per `unit` per
+            second.
         derivative_cutoff (`float`, *optional*, defaults to 1.0): cutoff in Hz of the speed estimate.
         unit (`float`, *optional*, defaults to 1.0): the length that speeds are measured in (a body size, in the units
             of the coordinates), so `beta` does not depend on the picture's size.

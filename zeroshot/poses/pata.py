@@ -246,7 +246,9 @@ def fit_head(source: PoseSequence, aligned: PoseSequence, alignment: Alignment) 
     if shared:
         target_size = np.linalg.norm(target_points[shared] - target_points[NOSE], axis=-1).sum()
         if target_size > 0:
-            head_scale = float(np.linalg.norm(source_points[shared] - source_points[NOSE], axis=-1).sum() / target_size)
+            head_scale = float(
+                np.linalg.norm(source_points[shared] - source_points[NOSE], axis=-1).sum() / target_size
+            )
     source_head = source_points[NOSE] - source_points[NECK]
     offset = source_head - head_scale * (target_points[NOSE] - target_points[NECK])
     return dataclasses.replace(alignment, head_scale=head_scale, head_offset=(float(offset[0]), float(offset[1])))
@@ -286,7 +288,9 @@ def transition_length(start: PoseSequence, end: PoseSequence, max_step: float = 
     distance = np.linalg.norm(start.pixels()[0, shared] - end.pixels()[0, shared], axis=-1).max()
     count = max(0, math.ceil(distance / limit - 1e-9) - 1)  # the straight line: a lower bound
     while True:
-        step = largest_step(_concatenate([start, transition_poses(start, end, count), end], fps=None, source_name=None))
+        step = largest_step(
+            _concatenate([start, transition_poses(start, end, count), end], fps=None, source_name=None)
+        )
         if step <= limit * (1 + 1e-9):
             return count
         count = max(count + 1, math.ceil((count + 1) * step / limit) - 1)

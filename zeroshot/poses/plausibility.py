@@ -17,6 +17,8 @@ limits hold for a person far away or close up, at any frame rate.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from .skeleton import JOINT, LIMBS, NECK
@@ -176,7 +178,7 @@ def fill_gaps(points: np.ndarray, max_gap: int, reach: np.ndarray) -> np.ndarray
     """
     present = np.flatnonzero(points[:, 2] > 0)
     filled = np.zeros(len(points), dtype=bool)
-    for before, after in zip(present[:-1], present[1:], strict=True):
+    for before, after in itertools.pairwise(present):
         gap = after - before - 1
         if gap == 0 or gap > max_gap:
             continue

@@ -45,8 +45,8 @@ def overlay_poses(
     """Draws poses over an image (the same image under every pose) or over each frame of a video.
 
     Args:
-        image_or_frames (`np.ndarray`): `uint8` RGB `[height, width, 3]`, or `[frames, height, width, 3]` with one frame
-            per pose. The poses' normalised coordinates are drawn at this size.
+        image_or_frames (`np.ndarray`): `uint8` RGB `[height, width, 3]`, or `[frames, height, width, 3]` with one
+            frame per pose. The poses' normalised coordinates are drawn at this size.
         poses ([`PoseSequence`]): the poses.
         marks (`np.ndarray`, *optional*): `[frames, 18]` per-joint marks from [`repair_poses`].
         max_size (`int`, *optional*): shrink the pictures so their longer side is at most this many pixels.
@@ -103,7 +103,9 @@ def contact_sheet(frames: np.ndarray, *, count: int = 12, columns: int = 4, widt
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
         raise ValueError(f"frames must be uint8 RGB [frames, height, width, 3], got {frames.dtype} {frames.shape}.")
     if count < 1 or columns < 1 or width < columns:
-        raise ValueError(f"count and columns must be positive and width at least columns: {count}, {columns}, {width}.")
+        raise ValueError(
+            f"count and columns must be positive and width at least columns: {count}, {columns}, {width}."
+        )
     chosen = np.unique(np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int))
     columns = min(columns, len(chosen))
     tile_width = width // columns

@@ -200,7 +200,9 @@ def repair_poses(
         for name in ("face", "hands"):
             points = getattr(repaired, name)
             if points is not None:
-                extras[name] = _normalised(one_euro_filter(_in_pixels(points, poses.size), rate, **options), poses.size)
+                extras[name] = _normalised(
+                    one_euro_filter(_in_pixels(points, poses.size), rate, **options), poses.size
+                )
     report = RepairReport(
         frames=frames,
         frames_with_person=int((body[..., 2] > 0).any(axis=1).sum()),
