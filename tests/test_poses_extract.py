@@ -200,3 +200,14 @@ def test_script_failure_from_a_shell_has_no_traceback(tmp_path):
 def test_extract_video_poses_keeps_the_frame_rate():
     extraction = extract_video_poses(sample_video_path(), max_frames=10, show_progress=False)
     assert len(extraction.poses) == 10 and extraction.poses.fps == pytest.approx(29.97)
+
+
+def test_script_says_when_a_video_has_one_frame(tmp_path, capsys, carphone):
+    one = write_video(carphone.frames[:1], tmp_path / "one.mp4", fps=30)
+    assert run(extract_script.main, [str(one), "-o", str(tmp_path / "one.json"), "--quiet"]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.endswith(
+        "1 frame of 176x144 at 30 fps: a person found in 1 (100.0%), a single frame: nothing to check "
+        "over time (mirrors, jumps and gaps need several frames)"
+    )
+    assert len(read_openpose_json(tmp_path / "one.json")) == 1

@@ -56,7 +56,8 @@ class PoseExtraction:
         width, height = self.poses.size
         done = self.repair.summary() if self.repair else f"{self.num_filled} filled from neighbouring frames"
         return (
-            f"{total} frames of {width}x{height}{fps}: a person found in {found} ({100 * found / total:.1f}%), {done}"
+            f"{total} frame{'s' * (total != 1)} of {width}x{height}{fps}: a person found in {found} "
+            f"({100 * found / total:.1f}%), {done}"
         )
 
     def report(self) -> dict[str, object]:

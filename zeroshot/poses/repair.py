@@ -100,6 +100,8 @@ class RepairReport:
 
     def summary(self) -> str:
         """One line for people."""
+        if self.frames == 1:
+            return "a single frame: nothing to check over time (mirrors, jumps and gaps need several frames)"
         others = ""
         if self.people_seen > 1:
             others = (
