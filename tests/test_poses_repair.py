@@ -214,3 +214,19 @@ def test_settings_are_checked():
         RepairSettings(max_gap_seconds=-1)
     with pytest.raises(ValueError, match="rate, min_cutoff, derivative_cutoff and unit must be positive"):
         one_euro_filter(np.zeros((2, 1, 3)), 0.0)
+
+
+def test_face_and_hands_leave_with_a_dropped_person_and_hands_follow_swapped_wrists(sports2d_box_extraction):
+    clean = repair_poses(sports2d_box_extraction.raw, NO_SMOOTHING, facing=sports2d_box_extraction.facing).poses
+    rng = np.random.default_rng(0)
+    face, hands = rng.uniform(0.3, 0.6, (len(clean), 70, 3)), rng.uniform(0.3, 0.6, (len(clean), 2, 21, 3))
+    hands[:, 0, :, 0] += 0.01  # the left hand a little to the right: told apart by position
+    body = clean.body.copy()
+    body[30:45, :, :2] = body[30:45, :, :2] * 0.3 + 0.65  # the detector jumps to someone small in a corner
+    frames = [50, 51, 52, 60]
+    injected = PoseSequence(_swap(body, frames, RIGHT_LEFT), clean.size, fps=30.0, face=face, hands=hands.copy())
+    injected.hands[frames] = injected.hands[frames, ::-1]  # the detector swaps the hands with the whole body
+    repaired = repair_poses(injected, NO_SMOOTHING, facing=sports2d_box_extraction.facing).poses
+    assert not (repaired.face[30:45, :, 2] > 0).any() and not (repaired.hands[30:45, ..., 2] > 0).any()
+    np.testing.assert_array_equal(repaired.face[45:], face[45:])
+    np.testing.assert_array_equal(repaired.hands[45:], hands[45:])  # swapped back with their wrists

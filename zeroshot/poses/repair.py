@@ -154,15 +154,17 @@ def repair_poses(
     scale = body_scale(body, poses.size, window)
     reach = settings.max_speed * scale / rate  # pixels per frame
     people, others = 1, 0
+    parts = {name: getattr(poses, name) for name in ("face", "hands") if getattr(poses, name) is not None}
     if settings.plausibility:
         kept, people = keep_one_person(body, poses.size, scale, settings.max_speed / rate, settings.max_size_change)
         dropped = ~kept
         others = int(dropped.sum())
         marks[dropped[:, None] & (body[..., 2] > 0)] = REJECTED
         body[dropped] = 0.0
+        parts = {name: np.where(_frames_axis(dropped, points), 0.0, points) for name, points in parts.items()}
         scale = body_scale(body, poses.size, window)
         reach = settings.max_speed * scale / rate
-    repaired = dataclasses.replace(poses, body=body)
+    repaired = dataclasses.replace(poses, body=body, **parts)
     swapped = np.zeros((frames, len(PAIRS)), dtype=bool)
     if settings.mirrors:
         mirror = repair_mirrors(repaired, scale, facing)
@@ -217,6 +219,11 @@ def repair_poses(
         fps=float(rate),
     )
     return RepairedPoses(dataclasses.replace(repaired, body=body, **extras), marks, report)
+
+
+def _frames_axis(flags: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """`[frames]` booleans shaped to broadcast over `points` (`[frames, ...]`)."""
+    return flags.reshape(len(flags), *([1] * (points.ndim - 1)))
 
 
 def _in_pixels(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
