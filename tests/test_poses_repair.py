@@ -80,6 +80,7 @@ def test_injected_mirrors_are_repaired(sports2d_box_extraction, pairs):
         start = int(rng.integers(5, len(clean) - 6))
         frames.update(range(start, start + int(rng.integers(1, 7))))
     frames.update([40, 42, 44, 46])  # a flip-flop run: mirrored, not, mirrored, ...
+    frames.update(range(3, 8))  # mirrored from the first frame with a person: nothing before it to go by
     frames = sorted(frames)
     injected = PoseSequence(_swap(clean.body, frames, pairs), clean.size, fps=clean.fps)
     repaired = repair_poses(injected, NO_SMOOTHING, facing=sports2d_box_extraction.facing)
