@@ -211,3 +211,14 @@ def test_script_says_when_a_video_has_one_frame(tmp_path, capsys, carphone):
         "over time (mirrors, jumps and gaps need several frames)"
     )
     assert len(read_openpose_json(tmp_path / "one.json")) == 1
+
+
+def test_script_says_when_hands_asked_for_are_not_visible(tmp_path, caplog):
+    output = tmp_path / "out.json"
+    with caplog.at_level("WARNING", logger="zeroshot.poses.extract"):
+        status = run(
+            extract_script.main, [str(sample_video_path()), "-o", str(output), "--hands", "--max-frames", "3"]
+        )
+    assert status == 0 and len(read_openpose_json(output)) == 3
+    (record,) = caplog.records
+    assert record.getMessage().startswith("The hands were asked for but not visible in '")
