@@ -31,7 +31,6 @@ def frame_sizes(body: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """`[frames]` body size in pixels of each frame (NaN when it cannot be told): the longer of the torso (neck to
     mid-hip) and the shoulder width; when neither shows, the longer side of the visible joints' box."""
     points, seen = body[..., :2] * np.asarray(size, np.float64), body[..., 2] > 0
-    sizes = np.full(len(body), np.nan)
     hips = seen[:, _HIPS].all(axis=1) & seen[:, NECK]
     torso = np.linalg.norm(points[:, NECK] - points[:, _HIPS].mean(axis=1), axis=-1)
     shoulders = np.linalg.norm(points[:, _SHOULDERS[0]] - points[:, _SHOULDERS[1]], axis=-1)

@@ -147,78 +147,105 @@ def repair_poses(
     """
     settings = settings or RepairSettings()
     rate = poses.fps or DEFAULT_RATE
-    frames = len(poses)
-    window = max(1, round(rate))
-    body = poses.body.copy()
-    marks = np.full((frames, NUM_JOINTS), DETECTED, dtype=np.int8)
-    scale = body_scale(body, poses.size, window)
-    reach = settings.max_speed * scale / rate  # pixels per frame
+    window = max(1, round(rate))  # running medians over two seconds
+    marks = np.full((len(poses), NUM_JOINTS), DETECTED, dtype=np.int8)
     people, others = 1, 0
-    parts = {name: getattr(poses, name) for name in ("face", "hands") if getattr(poses, name) is not None}
     if settings.plausibility:
-        kept, people = keep_one_person(body, poses.size, scale, settings.max_speed / rate, settings.max_size_change)
-        dropped = ~kept
-        others = int(dropped.sum())
-        marks[dropped[:, None] & (body[..., 2] > 0)] = REJECTED
-        body[dropped] = 0.0
-        parts = {name: np.where(_frames_axis(dropped, points), 0.0, points) for name, points in parts.items()}
-        scale = body_scale(body, poses.size, window)
-        reach = settings.max_speed * scale / rate
-    repaired = dataclasses.replace(poses, body=body, **parts)
-    swapped = np.zeros((frames, len(PAIRS)), dtype=bool)
+        poses, people, others = _keep_one_person(poses, settings, rate, window, marks)
+    scale = body_scale(poses.body, poses.size, window)
+    reach = settings.max_speed * scale / rate  # pixels per frame
+    swapped = np.zeros((len(poses), len(PAIRS)), dtype=bool)
     if settings.mirrors:
-        mirror = repair_mirrors(repaired, scale, facing)
-        repaired, swapped = mirror.poses, mirror.swapped
-        body = repaired.body.copy()
+        mirror = repair_mirrors(poses, scale, facing)
+        poses, swapped = mirror.poses, mirror.swapped
         for index, (_, joints, _) in enumerate(PAIRS):
-            moved = swapped[:, index, None] & (body[:, list(joints), 2] > 0)
+            moved = swapped[:, index, None] & (poses.body[:, list(joints), 2] > 0)
             marks[:, list(joints)] = np.where(moved, MIRRORED, marks[:, list(joints)])
     mirrored_joints = int((marks == MIRRORED).sum())
+    body = poses.body.copy()
     if settings.plausibility:
-        wrong = reject_long_bones(body, poses.size, settings.max_bone_ratio, window)
-        body[wrong] = 0.0
-        pixels, seen = body[..., :2] * np.asarray(poses.size, np.float64), body[..., 2] > 0
-        restart = max(1, math.ceil(settings.max_gap_seconds * rate))
-        fast = np.stack([reject_fast_steps(pixels[:, j], seen[:, j], reach, restart) for j in range(NUM_JOINTS)], 1)
-        body[fast] = 0.0
-        marks[wrong | fast] = REJECTED
+        _reject_implausible(body, poses.size, settings, rate, window, reach, marks)
     rejected = int((marks == REJECTED).sum())
-    filled_count = 0
-    max_gap = round(settings.max_gap_seconds * rate)
-    if max_gap > 0:
-        size = np.asarray(poses.size, np.float64)
-        for joint in range(NUM_JOINTS):
-            track = body[:, joint].copy()
-            track[:, :2] *= size
-            filled = fill_gaps(track, max_gap, reach)
-            body[filled, joint, :2] = track[filled, :2] / size
-            body[filled, joint, 2] = track[filled, 2]
-            marks[filled, joint] = FILLED
-            filled_count += int(filled.sum())
-    extras = {}
+    filled = _fill_gaps(body, poses.size, round(settings.max_gap_seconds * rate), reach, marks)
+    poses = dataclasses.replace(poses, body=body)
     if settings.smooth:
-        unit = float(np.median(scale))
-        options = dict(min_cutoff=settings.min_cutoff, beta=settings.beta, unit=unit)
-        pixels = _in_pixels(body, poses.size)
-        body = _normalised(one_euro_filter(pixels, rate, **options), poses.size)
-        for name in ("face", "hands"):
-            points = getattr(repaired, name)
-            if points is not None:
-                extras[name] = _normalised(
-                    one_euro_filter(_in_pixels(points, poses.size), rate, **options), poses.size
-                )
+        poses = _smooth(poses, settings, rate, unit=float(np.median(scale)))
     report = RepairReport(
-        frames=frames,
-        frames_with_person=int((body[..., 2] > 0).any(axis=1).sum()),
+        frames=len(poses),
+        frames_with_person=int(poses.visible.any(axis=1).sum()),
         people_seen=people,
         frames_of_others=others,
         mirrored_frames=int(swapped.any(axis=1).sum()),
         mirrored_joints=mirrored_joints,
         joints_rejected=rejected,
-        joints_filled=filled_count,
+        joints_filled=filled,
         fps=float(rate),
     )
-    return RepairedPoses(dataclasses.replace(repaired, body=body, **extras), marks, report)
+    return RepairedPoses(poses, marks, report)
+
+
+def _keep_one_person(
+    poses: PoseSequence, settings: RepairSettings, rate: float, window: int, marks: np.ndarray
+) -> tuple[PoseSequence, int, int]:
+    """The poses with other people's frames emptied (face and hands too, marked rejected), the number of people
+    seen, and the number of frames dropped."""
+    scale = body_scale(poses.body, poses.size, window)
+    kept, people = keep_one_person(poses.body, poses.size, scale, settings.max_speed / rate, settings.max_size_change)
+    dropped = ~kept
+    marks[dropped[:, None] & poses.visible] = REJECTED
+    emptied = {
+        name: np.where(_frames_axis(dropped, points), 0.0, points)
+        for name in ("body", "face", "hands")
+        if (points := getattr(poses, name)) is not None
+    }
+    return dataclasses.replace(poses, **emptied), people, int(dropped.sum())
+
+
+def _reject_implausible(
+    body: np.ndarray,
+    size: tuple[int, int],
+    settings: RepairSettings,
+    rate: float,
+    window: int,
+    reach: np.ndarray,
+    marks: np.ndarray,
+) -> None:
+    """Marks joints with too long a bone or too fast a step missing in `body`, and rejected in `marks`."""
+    wrong = reject_long_bones(body, size, settings.max_bone_ratio, window)
+    body[wrong] = 0.0
+    pixels, seen = body[..., :2] * np.asarray(size, np.float64), body[..., 2] > 0
+    restart = max(1, math.ceil(settings.max_gap_seconds * rate))
+    fast = np.stack([reject_fast_steps(pixels[:, j], seen[:, j], reach, restart) for j in range(NUM_JOINTS)], 1)
+    body[fast] = 0.0
+    marks[wrong | fast] = REJECTED
+
+
+def _fill_gaps(body: np.ndarray, size: tuple[int, int], max_gap: int, reach: np.ndarray, marks: np.ndarray) -> int:
+    """Fills each joint's short gaps in `body` (see `plausibility.fill_gaps`), marks them, and returns their count."""
+    if max_gap <= 0:
+        return 0
+    scale = np.asarray(size, np.float64)
+    count = 0
+    for joint in range(NUM_JOINTS):
+        track = body[:, joint].copy()
+        track[:, :2] *= scale
+        filled = fill_gaps(track, max_gap, reach)
+        body[filled, joint, :2] = track[filled, :2] / scale
+        body[filled, joint, 2] = track[filled, 2]
+        marks[filled, joint] = FILLED
+        count += int(filled.sum())
+    return count
+
+
+def _smooth(poses: PoseSequence, settings: RepairSettings, rate: float, unit: float) -> PoseSequence:
+    """Body, face and hands through the One-Euro filter, in pixels (speeds in body sizes per second)."""
+    options = dict(min_cutoff=settings.min_cutoff, beta=settings.beta, unit=unit)
+    smoothed = {
+        name: _normalised(one_euro_filter(_in_pixels(points, poses.size), rate, **options), poses.size)
+        for name in ("body", "face", "hands")
+        if (points := getattr(poses, name)) is not None
+    }
+    return dataclasses.replace(poses, **smoothed)
 
 
 def _frames_axis(flags: np.ndarray, points: np.ndarray) -> np.ndarray:
