@@ -231,3 +231,20 @@ def test_face_and_hands_leave_with_a_dropped_person_and_hands_follow_swapped_wri
     assert not (repaired.face[30:45, :, 2] > 0).any() and not (repaired.hands[30:45, ..., 2] > 0).any()
     np.testing.assert_array_equal(repaired.face[45:], face[45:])
     np.testing.assert_array_equal(repaired.hands[45:], hands[45:])  # swapped back with their wrists
+
+
+def test_a_joint_wrong_for_a_long_stretch_is_rejected_by_its_bone(sports2d_box_extraction):
+    clean = repair_poses(sports2d_box_extraction.raw, NO_SMOOTHING, facing=sports2d_box_extraction.facing).poses
+    body = clean.body.copy()
+    knee, ankle = JOINT["right_knee"], JOINT["right_ankle"]
+    assert clean.visible[20:50, [knee, ankle]].all()
+    body[20:50, ankle, :2] = body[20:50, knee, :2] + 2.5 * (body[20:50, ankle, :2] - body[20:50, knee, :2])
+    raw = PoseSequence(body, clean.size, fps=30.0)
+    repaired = repair_poses(
+        raw, RepairSettings(smooth=False, max_gap_seconds=0), facing=sports2d_box_extraction.facing
+    )
+    assert (repaired.marks[20:50, ankle] == REJECTED).all() and not (repaired.poses.body[20:50, ankle, 2] > 0).any()
+    outside = np.r_[10:20, 50:90]
+    assert (repaired.marks[outside, ankle] != REJECTED).mean() > 0.95
+    speed_only = repair_poses(raw, RepairSettings(smooth=False, max_gap_seconds=0, max_bone_ratio=100.0))
+    assert (speed_only.poses.body[20:50, ankle, 2] > 0).mean() > 0.5  # the speed check alone would take it

@@ -7,8 +7,8 @@ limits hold for a person far away or close up, at any frame rate.
   so. The sequence is cut where the whole skeleton jumps (its centre moves, or its size changes, faster than a body
   can); the pieces are grouped into people by whether one could have walked to the other in the time between them,
   and the person with the largest, most central body is kept. Frames of other people are marked empty.
-- **Bones.** A joint whose bone to its parent is far longer than that bone's robust (median) length around that
-  frame is rejected (foreshortening only ever shortens bones).
+- **Bones.** A joint whose bone to its parent, relative to the body's size, is far longer than that bone's median
+  relative length over the sequence is rejected (foreshortening only ever shortens bones).
 - **Speed.** Each joint's track is followed from its longest stretch of plausible steps, forwards and backwards;
   a detection further from the last kept one than the joint could have moved is rejected.
 - **Gaps.** Gaps of a joint up to `max_gap` frames between two kept detections are filled by linear interpolation
@@ -116,18 +116,18 @@ def keep_one_person(
     return keep, len(people)
 
 
-def reject_long_bones(body: np.ndarray, size: tuple[int, int], max_ratio: float, window: int) -> np.ndarray:
-    """`[frames, 18]` booleans: joints whose bone to their parent is over `max_ratio` times that bone's running
-    median length (over `2 * window + 1` frames)."""
+def reject_long_bones(body: np.ndarray, size: tuple[int, int], scale: np.ndarray, max_ratio: float) -> np.ndarray:
+    """`[frames, 18]` booleans: joints whose bone to their parent, relative to the body's size in that frame, is over
+    `max_ratio` times that bone's median relative length over the sequence (so a joint wrong for a long stretch is
+    found as well as one wrong for a frame, and a person walking towards the camera keeps their bones)."""
     points, seen = body[..., :2] * np.asarray(size, np.float64), body[..., 2] > 0
     rejected = np.zeros(seen.shape, dtype=bool)
     for parent, child in LIMBS:
         both = seen[:, parent] & seen[:, child]
-        lengths = np.where(both, np.linalg.norm(points[:, child] - points[:, parent], axis=-1), np.nan)
-        if np.isnan(lengths).all():
+        if not both.any():
             continue
-        running = np.array([_nanmedian(lengths[max(0, t - window) : t + window + 1]) for t in range(len(lengths))])
-        rejected[:, child] |= both & (lengths > max_ratio * running)
+        relative = np.linalg.norm(points[:, child] - points[:, parent], axis=-1) / scale
+        rejected[:, child] |= both & (relative > max_ratio * np.median(relative[both]))
     return rejected
 
 

@@ -39,8 +39,8 @@ class RepairSettings:
         plausibility (`bool`, *optional*, defaults to `True`): keep one person and reject implausible joints.
         max_speed (`float`, *optional*, defaults to 25): the fastest a joint moves, in body sizes (torso length or
             shoulder width) per second; a hand thrown hard moves about 10 m/s, 20 torso lengths per second.
-        max_bone_ratio (`float`, *optional*, defaults to 1.6): a bone longer than this times its running median length
-            is implausible.
+        max_bone_ratio (`float`, *optional*, defaults to 1.6): a bone longer, relative to the body's size, than this
+            times its median over the sequence is implausible.
         max_size_change (`float`, *optional*, defaults to 1.5): the largest change of body size between frames.
         max_gap_seconds (`float`, *optional*, defaults to 0.25): gaps of a joint up to this long are interpolated;
             0 fills none.
@@ -164,7 +164,7 @@ def repair_poses(
     mirrored_joints = int((marks == MIRRORED).sum())
     body = poses.body.copy()
     if settings.plausibility:
-        _reject_implausible(body, poses.size, settings, rate, window, reach, marks)
+        _reject_implausible(body, poses.size, settings, rate, scale, marks)
     rejected = int((marks == REJECTED).sum())
     filled = _fill_gaps(body, poses.size, round(settings.max_gap_seconds * rate), reach, marks)
     poses = dataclasses.replace(poses, body=body)
@@ -206,12 +206,12 @@ def _reject_implausible(
     size: tuple[int, int],
     settings: RepairSettings,
     rate: float,
-    window: int,
-    reach: np.ndarray,
+    scale: np.ndarray,
     marks: np.ndarray,
 ) -> None:
     """Marks joints with too long a bone or too fast a step missing in `body`, and rejected in `marks`."""
-    wrong = reject_long_bones(body, size, settings.max_bone_ratio, window)
+    reach = settings.max_speed * scale / rate
+    wrong = reject_long_bones(body, size, scale, settings.max_bone_ratio)
     body[wrong] = 0.0
     pixels, seen = body[..., :2] * np.asarray(size, np.float64), body[..., 2] > 0
     restart = max(1, math.ceil(settings.max_gap_seconds * rate))
