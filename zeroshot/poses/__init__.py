@@ -1,5 +1,7 @@
-"""Poses: OpenPose COCO-18 sequences, reading and writing them, extracting them offline, rendering them for the
-OpenPose ControlNet, and aligning them to a source pose with transition frames (PATA).
+"""Poses: OpenPose COCO-18 sequences (with face-70 and hands), reading and writing them, extracting them offline and
+repairing what the detector got wrong (one person, mirrors, implausible joints, gaps, One-Euro smoothing), rendering
+them for the OpenPose ControlNet, previews over pictures, and aligning them to a source pose with transition frames
+(PATA).
 
 Example:
 
@@ -8,7 +10,7 @@ Example:
 >>> from zeroshot.video import load_image
 >>> image = load_image("character.png")
 >>> source = detect_source_pose(image)  # mediapipe, offline
->>> target = load_poses("dance.mp4")  # OpenPose JSON, a folder, pose images, or a video to extract from
+>>> target = load_poses("dance.mp4")  # OpenPose JSON, a folder, pose images, or a video (extracted, repaired)
 >>> result = pose_alignment_transition(source, target)
 >>> conditions = result.poses.render(*image.size)  # uint8 [frames, height, width, 3], frame 0 is the source pose
 ```

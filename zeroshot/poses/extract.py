@@ -46,7 +46,7 @@ class PoseExtraction:
 
     @property
     def num_filled(self) -> int:
-        """How many frames had no person and were filled from their neighbours."""
+        """How many frames had no person (without repair, they were filled from their neighbours)."""
         return int((~self.detected).sum())
 
     def summary(self) -> str:
