@@ -302,3 +302,23 @@ def test_head_is_retargeted_to_a_head_and_shoulders_source(astronaut_pose, sport
         target_span = np.linalg.norm(np.subtract(*body_only[pair]))
         assert np.linalg.norm(np.subtract(*first[pair])) == pytest.approx(result.alignment.head_scale * target_span)
     assert result.alignment.head_scale > 1.5  # the astronaut's head is far bigger than her body's scale gives
+
+
+def test_face_points_move_with_the_retargeted_head():
+    source = _pose(STANDING, (512, 768))
+    person = STANDING * 0.5 + np.array([100.0, 50.0])
+    person[[NOSE, JOINT["right_eye"], JOINT["left_eye"]]] += np.array([0.0, 12.0])  # a lower, different head
+    frames = np.stack([person + np.array([4.0 * k, 0.0]) for k in range(3)])
+    target = _pose(frames, (512, 768))
+    rng = np.random.default_rng(3)
+    face_pixels = frames[:, NOSE][:, None] + rng.normal(0, 6, (3, 70, 2))
+    target.face = np.concatenate([face_pixels / [512, 768], np.ones((3, 70, 1))], axis=-1)
+    result = pose_alignment_transition(source, target, transition_frames=0)
+    alignment = result.alignment
+    assert alignment.head_scale != pytest.approx(1.0)
+    body = alignment.scale * frames + alignment.offset  # the body's transform alone
+    expected = alignment.scale * face_pixels + alignment.offset
+    expected = body[:, NECK][:, None] + alignment.head_scale * (expected - body[:, NECK][:, None])
+    expected += alignment.head_offset
+    np.testing.assert_allclose(result.poses.face[1:, :, :2] * [512, 768], expected, atol=1e-6)
+    np.testing.assert_allclose(result.poses.pixels()[1, NOSE], STANDING[NOSE], atol=1e-6)
