@@ -10,10 +10,14 @@ Examples:
       --prompt "a photo of an astronaut" --out out/wave.mp4
   python scripts/animate.py --image me.png --poses dance.mp4 --inversion direct --out out/dance.gif
   python scripts/animate.py --image me.png --poses openpose_output/ --pose-size 1280x720 --out out/frames
+  python scripts/animate.py --image me.png --poses dance.mp4 --face --hands --out out/dance.mp4 \\
+      --preview-poses check.mp4
 
 Poses (--poses) can be our or OpenPose's JSON (one file, or a folder of per-frame files), a video or photo of a
 person (poses extracted with mediapipe), or a folder or video of already-rendered pose images (used as they are:
-no alignment, no transition frames).
+no alignment, no transition frames). Poses extracted from a video are repaired (mirrors, implausible joints, gaps)
+and smoothed; --face and --hands add face and hand keypoints, which the OpenPose ControlNet v1.1 was trained with.
+--preview-poses draws the aligned poses (transition included) over the source image and stops before any model loads.
 
 On a GPU the paper's settings (50 steps, 16 frames at 512x512) take on the order of minutes, most of it in the
 pose-aware inversion; --inversion direct or negative-prompt skip the optimisation (several times faster). Results of
@@ -142,6 +146,20 @@ def build_parser() -> argparse.ArgumentParser:
         "sam extra), or a mask image file, white on the character (default: %(default)s)",
     )
     inputs.add_argument("--sam-checkpoint", type=Path, help="Segment Anything checkpoint, for --mask sam")
+    inputs.add_argument(
+        "--face", action="store_true", help="also find face keypoints (source image, and poses extracted from a video)"
+    )
+    inputs.add_argument(
+        "--hands",
+        action="store_true",
+        help="also find hand keypoints (source image, and poses extracted from a video)",
+    )
+    inputs.add_argument(
+        "--preview-poses",
+        type=Path,
+        help="draw the aligned poses (with the transition) over the source image to a .png contact sheet or a .mp4 or "
+        ".gif (plus its contact sheet), then stop: no model is loaded",
+    )
     add_pacm_arguments(parser)
     add_model_arguments(parser)
     return parser
@@ -160,7 +178,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     from zeroshot.masks import MASK_METHODS, load_mask
     from zeroshot.pacm import pacm_cache_dir_from_args, pacm_settings_from_args
     from zeroshot.poseanimate import PoseAnimatePipeline, prepare_source
-    from zeroshot.poses import load_poses, load_source_pose, write_openpose_json
+    from zeroshot.poses import (
+        check_preview_path,
+        detect_source_pose,
+        load_poses,
+        load_source_pose,
+        make_detector,
+        write_openpose_json,
+    )
     from zeroshot.video import check_output_path, load_image, output_kind, write_video
 
     # 1. Everything about the inputs is checked, and the source's pose and mask found, before any model loads.
@@ -173,14 +198,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.mask == "sam" and args.sam_checkpoint is None:
         raise ZeroshotError("--mask sam needs --sam-checkpoint PATH (a Segment Anything checkpoint).")
     settings = pacm_settings_from_args(args)
+    if args.preview_poses:
+        check_preview_path(args.preview_poses)
     image = load_image(args.image)
-    poses = load_poses(args.poses, size=args.pose_size)
+    with make_detector("mediapipe", video=True, face=args.face, hands=args.hands) as detector:
+        poses = load_poses(args.poses, size=args.pose_size, detector=detector)
     decoupling = None if args.no_decoupling else ("literal" if args.literal_decoupling else "exclusive")
     mask = None
-    if decoupling is not None:
+    if decoupling is not None and not args.preview_poses:
         mask = args.mask if args.mask in MASK_METHODS else load_mask(args.mask, image.size)
     source_pose = load_source_pose(args.source_pose, image.size) if args.source_pose else None
+    if source_pose is None and (args.face or args.hands):
+        source_pose = detect_source_pose(image, face=args.face, hands=args.hands, name=str(args.image))
     source = prepare_source(image, width, height, pose=source_pose, mask=mask, sam_checkpoint=args.sam_checkpoint)
+    if args.preview_poses:
+        _preview_poses(source, poses, args)
+        return
     try:
         args.out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -247,6 +280,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"{out}: {len(result.frames)} frames ({result.num_transition} transition) at {fps:g} fps in {seconds:.1f} s; "
         f"report: {report_path}"
+    )
+
+
+def _preview_poses(source: object, poses: object, args: argparse.Namespace) -> None:
+    """Draws the poses of every frame (source, transition, aligned target) over the fitted source image."""
+    import numpy as np
+
+    from zeroshot.poses import overlay_poses, pose_alignment_transition, require_keypoints, write_preview
+
+    target = require_keypoints(poses, "previewed over the source image")
+    result = pose_alignment_transition(source.pose, target, transition_frames=args.transition_frames)
+    frames = overlay_poses(np.asarray(source.image), result.poses)
+    written = write_preview(frames, args.preview_poses, args.fps or target.fps or 8.0)
+    print(
+        f"{len(frames)} poses ({result.num_transition} transition) over {args.image}: wrote "
+        f"{' and '.join(map(str, written))}; no model was loaded"
     )
 
 

@@ -1,12 +1,17 @@
 """Extract a person's poses from a video as OpenPose JSON (COCO-18), offline.
 
-  python scripts/extract_poses.py dance.mp4 -o dance_poses.json
-  python scripts/extract_poses.py dance.mp4 -o dance_poses --smooth 1.5 --render dance_poses.mp4
+  python scripts/extract_poses.py dance.mp4 -o dance_poses.json --preview dance_preview.mp4
+  python scripts/extract_poses.py dance.mp4 -o dance_poses --max-gap 0.5 --render dance_poses.mp4
   python scripts/extract_poses.py dance.mp4 -o dance_poses.json --detector openpose --weights ./annotators --hands
 
 mediapipe (the default) needs no weights and no network. controlnet-aux's OpenPose and DWPose need the `detectors`
-extra (pip install -e ".[detectors]") and their weights as a local folder. Frames in which no person is found are
-filled from their neighbours, and counted in the summary. The frame rate and the video size are kept in the output.
+extra (pip install -e ".[detectors]") and their weights as a local folder.
+
+The poses are repaired: one person is kept (the largest, most central one, when the detector jumps between people),
+mirrored skeletons and limb pairs are put back, implausible joints (too long a bone, too fast a step) are marked
+missing, gaps up to --max-gap seconds are filled, and the result is smoothed with a One-Euro filter. What was done
+goes to NAME.report.json beside the poses and to one line on the terminal. The frame rate and the video size are kept
+in the output; --preview draws the poses over the video, marking joints swapped back (yellow) and filled (white).
 """
 
 from __future__ import annotations
@@ -15,17 +20,25 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from zeroshot.atomic import write_json
 from zeroshot.cli import run
 from zeroshot.errors import ZeroshotError
 from zeroshot.poses import (
     DETECTORS,
+    RepairSettings,
     check_openpose_output_path,
-    extract_video_poses,
+    check_preview_path,
+    extract_poses,
     make_detector,
+    overlay_poses,
     write_openpose_json,
     write_pose_images,
+    write_preview,
 )
-from zeroshot.video import check_output_path
+from zeroshot.video import check_output_path, read_video
+
+#: Longer side in pixels of preview videos.
+PREVIEW_SIZE = 960
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,11 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--face", action="store_true", help="also detect the face (openpose, dwpose)")
     parser.add_argument("--device", default="cpu", help="where the openpose or dwpose networks run (default: cpu)")
     parser.add_argument(
-        "--smooth",
+        "--max-gap",
         type=float,
-        default=0.0,
-        metavar="SIGMA",
-        help="smooth keypoints over time with a Gaussian of this many frames (default: 0, off)",
+        default=RepairSettings.max_gap_seconds,
+        metavar="SECONDS",
+        help="fill gaps of a joint up to this long; longer ones stay missing (default: %(default)s; 0 fills none)",
+    )
+    parser.add_argument("--no-smooth", action="store_true", help="no One-Euro smoothing after repair")
+    parser.add_argument(
+        "--no-repair", action="store_true", help="keep the detections as they are (frames without a person filled)"
+    )
+    parser.add_argument(
+        "--preview", help="also draw the poses over the video: a .mp4 or .gif (plus a contact sheet .png), or a .png"
     )
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
     parser.add_argument("--render", help="also write the rendered poses: a .mp4, a .gif or a folder of PNG frames")
@@ -60,25 +80,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    if args.smooth < 0:
-        raise ZeroshotError(f"--smooth must be 0 (off) or a positive number of frames, got {args.smooth}.")
+    if not args.max_gap >= 0:
+        raise ZeroshotError(f"--max-gap must be 0 (fill none) or a positive number of seconds, got {args.max_gap}.")
     if args.max_frames is not None and args.max_frames < 1:
         raise ZeroshotError(f"--max-frames must be at least 1, got {args.max_frames}.")
-    check_openpose_output_path(args.out)
+    if args.no_repair and (args.no_smooth or args.max_gap != RepairSettings.max_gap_seconds):
+        raise ZeroshotError(
+            "--no-repair keeps the detections as they are: it cannot go with --no-smooth or --max-gap."
+        )
+    out = check_openpose_output_path(args.out)
+    report_path = out.with_name(f"{out.stem}.report.json")
     if args.render:
         check_output_path(args.render)
+    if args.preview:
+        check_preview_path(args.preview)
+    repair = None if args.no_repair else RepairSettings(max_gap_seconds=args.max_gap, smooth=not args.no_smooth)
+    video = read_video(args.video, max_frames=args.max_frames)
     with make_detector(
         args.detector, args.weights, video=True, hands=args.hands, face=args.face, device=args.device
     ) as detector:
-        extraction = extract_video_poses(
-            args.video, detector, smoothing=args.smooth, max_frames=args.max_frames, show_progress=not args.quiet
+        extraction = extract_poses(
+            video, detector, repair=repair, show_progress=not args.quiet, source=str(args.video)
         )
-    write_openpose_json(extraction.poses, args.out)
+    write_openpose_json(extraction.poses, out)
+    write_json(report_path, {"poses": str(out), **extraction.report()})
     print(f"{args.video}: {extraction.summary()}")
-    print(f"wrote {args.out}")
+    print(f"wrote {out} and {report_path}")
     if args.render:
         write_pose_images(extraction.poses, args.render)
         print(f"wrote {args.render}")
+    if args.preview:
+        frames = overlay_poses(video.frames, extraction.poses, marks=extraction.marks, max_size=PREVIEW_SIZE)
+        written = write_preview(frames, args.preview, video.fps)
+        print(f"wrote {' and '.join(map(str, written))}")
 
 
 if __name__ == "__main__":

@@ -43,3 +43,38 @@ def ladder_unet():
         attention_head_dim=4,
         norm_num_groups=8,
     ).eval()
+
+
+@pytest.fixture(scope="session")
+def sports2d_demo_video():
+    """Path of the real full-body demo video inside the `sports2d` wheel (1768x994, 30 fps, 230 frames: a person
+    jumping on a box, facing the camera, then turning; a second person walking past), found without importing the
+    package (requirements-lock.txt pins it for this video)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("Sports2D")
+    assert spec is not None and spec.submodule_search_locations, "pip install --no-deps sports2d==0.8.34"
+    return Path(next(iter(spec.submodule_search_locations))) / "Demo" / "demo.mp4"
+
+
+@pytest.fixture(scope="session")
+def sports2d_box_extraction(sports2d_demo_video):
+    """mediapipe's extraction ([`zeroshot.poses.extract_poses`], no repair) of the demo's first 90 frames at half
+    size (884x497): the person on the box, facing the camera, whom mediapipe mirrors in frames 68-72."""
+    import cv2
+    import imageio_ffmpeg
+    import numpy as np
+
+    from zeroshot.poses import extract_poses
+
+    reader = imageio_ffmpeg.read_frames(str(sports2d_demo_video))
+    width, height = next(reader)["size"]
+    frames = []
+    for data in reader:
+        frame = np.frombuffer(data, np.uint8).reshape(height, width, 3)
+        frames.append(cv2.resize(frame, (width // 2, height // 2), interpolation=cv2.INTER_AREA))
+        if len(frames) == 90:
+            break
+    reader.close()
+    return extract_poses(np.stack(frames), fps=30.0, show_progress=False)

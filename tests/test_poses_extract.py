@@ -1,5 +1,5 @@
-"""Extraction on a real video (the script run for real), gap filling and smoothing against float64 loops written
-here, and every bad input of the script as one clear line with a non-zero exit."""
+"""Extraction on a real video (the script run for real, with its report and preview), gap filling against a float64
+loop written here, and every bad input of the script as one clear line with a non-zero exit."""
 
 import json
 import subprocess
@@ -8,18 +8,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from zeroshot.cli import EXIT_USER_ERROR, run
 from zeroshot.errors import ZeroshotError
 from zeroshot.poses import (
     PoseSequence,
+    RepairSettings,
     detect_source_pose,
     extract_poses,
     extract_video_poses,
     fill_missing_frames,
-    make_detector,
     read_openpose_json,
-    smooth_poses,
 )
 from zeroshot.poses.skeleton import JOINT
 from zeroshot.testing import sample_video_path
@@ -38,18 +38,40 @@ def carphone():
 
 
 def test_script_extracts_the_real_video_to_openpose_json(tmp_path, carphone):
-    output, render = tmp_path / "carphone.json", tmp_path / "carphone_poses.mp4"
+    output, render, preview = tmp_path / "carphone.json", tmp_path / "carphone_poses.mp4", tmp_path / "check.mp4"
     video = sample_video_path("carphone")
     completed = subprocess.run(
-        [sys.executable, str(SCRIPT), str(video), "-o", str(output), "--render", str(render)],
+        [
+            sys.executable,
+            str(SCRIPT),
+            str(video),
+            "-o",
+            str(output),
+            "--render",
+            str(render),
+            "--preview",
+            str(preview),
+        ],
         capture_output=True,
         text=True,
         check=False,
     )
     assert completed.returncode == 0, completed.stderr
-    assert "a person found in 120 (100.0%), 0 filled" in completed.stdout
+    assert "a person found in 120 (100.0%), repaired " in completed.stdout
     assert not any(noise in completed.stderr for noise in MEDIAPIPE_NOISE), completed.stderr
     assert "Traceback" not in completed.stderr
+
+    report = json.loads((tmp_path / "carphone.report.json").read_text())
+    assert report["frames"] == report["frames_detected"] == 120 and report["fps"] == pytest.approx(29.97)
+    assert report["repaired"] is True and report["people_seen"] == 1
+    for key in ("mirrored_frames", "joints_rejected", "joints_filled"):
+        assert isinstance(report[key], int) and report[key] >= 0, key
+    # The preview: the skeleton over each frame (darkened), and a contact sheet beside it.
+    shown = read_video(preview).frames
+    assert shown.shape == carphone.frames.shape
+    assert np.abs(shown.astype(int) - carphone.frames.astype(int) * 0.6).mean() < 12
+    sheet = np.asarray(Image.open(tmp_path / "check.png"))
+    assert sheet.shape[1] == 1280 and sheet.shape[2] == 3
 
     document = json.loads(output.read_text())
     assert document["fps"] == pytest.approx(29.97)
@@ -62,9 +84,10 @@ def test_script_extracts_the_real_video_to_openpose_json(tmp_path, carphone):
     poses = read_openpose_json(output)
     assert len(poses) == 120 and poses.size == (176, 144) and poses.fps == pytest.approx(29.97)
 
-    extraction = extract_poses(carphone, show_progress=False)  # the same detector in this process
+    extraction = extract_poses(carphone, repair=RepairSettings(), show_progress=False, source=str(video))
     assert extraction.detected.mean() >= 0.9
     np.testing.assert_allclose(poses.body, extraction.poses.body, atol=1e-9)
+    assert report == json.loads(json.dumps({"poses": str(output), **extraction.report()}))
     # Head and shoulders of a man talking: those joints in nearly every frame, nothing below the chest.
     visible = poses.visible.mean(axis=0)
     for name in ("nose", "neck", "right_shoulder", "left_shoulder", "right_eye", "left_eye"):
@@ -104,31 +127,6 @@ def test_fill_missing_frames_against_the_definition():
     np.testing.assert_array_equal(poses.body[[1, 4]], body[[1, 4]])
 
 
-def test_smoothing_against_a_float64_loop():
-    rng = np.random.default_rng(0)
-    body = np.concatenate([rng.uniform(0, 1, (30, 18, 2)), rng.uniform(0.2, 1, (30, 18, 1))], axis=-1)
-    body[rng.uniform(size=(30, 18)) < 0.25] = 0.0
-    sigma = 1.7
-    smoothed = smooth_poses(PoseSequence(body, (64, 64)), sigma).body
-    radius = int(np.ceil(3 * sigma))
-    for t in range(30):
-        for joint in range(18):
-            if body[t, joint, 2] <= 0:
-                np.testing.assert_array_equal(smoothed[t, joint], body[t, joint])
-                continue
-            total, norm = np.zeros(2), 0.0
-            for s in range(max(0, t - radius), min(30, t + radius + 1)):
-                if body[s, joint, 2] > 0:
-                    weight = np.exp(-0.5 * ((s - t) / sigma) ** 2)
-                    total, norm = total + weight * body[s, joint, :2], norm + weight
-            np.testing.assert_allclose(smoothed[t, joint, :2], total / norm, atol=1e-12)
-            assert smoothed[t, joint, 2] == body[t, joint, 2]
-    # A joint moving at constant speed away from the ends is left where it is.
-    line = np.zeros((20, 18, 3))
-    line[:, 1] = np.stack([np.linspace(0.1, 0.9, 20), np.full(20, 0.5), np.ones(20)], axis=-1)
-    np.testing.assert_allclose(smooth_poses(PoseSequence(line, (8, 8)), 1.0).body[5:15], line[5:15], atol=1e-12)
-
-
 def test_image_without_a_person_suggests_giving_the_source_pose():
     with pytest.raises(ZeroshotError, match=r"No person found in the source image 'sky.png'. Give the source pose"):
         detect_source_pose(np.full((96, 128, 3), 200, np.uint8), name="sky.png")
@@ -160,8 +158,15 @@ def test_script_bad_inputs_give_one_line_and_the_fix(tmp_path, capsys):
 
     status, err = _run_script(capsys, sample_video_path(), "-o", tmp_path / "poses.csv")
     assert status == EXIT_USER_ERROR and "give a .json file, or a folder path" in err
-    status, err = _run_script(capsys, sample_video_path(), "-o", output, "--smooth", "-1")
-    assert status == EXIT_USER_ERROR and "--smooth must be 0 (off) or a positive number" in err
+    status, err = _run_script(capsys, sample_video_path(), "-o", output, "--max-gap", "-1")
+    assert status == EXIT_USER_ERROR and "--max-gap must be 0 (fill none) or a positive number of seconds" in err
+    status, err = _run_script(capsys, sample_video_path(), "-o", output, "--no-repair", "--no-smooth")
+    assert status == EXIT_USER_ERROR and "--no-repair keeps the detections as they are" in err
+    status, err = _run_script(capsys, sample_video_path(), "-o", output, "--preview", tmp_path / "check.jpg")
+    assert status == EXIT_USER_ERROR and "Cannot write a preview to" in err and "give a .png" in err
+    status, err = _run_script(capsys, sample_video_path(), "-o", output, "--preview", tmp_path / "no" / "check.mp4")
+    assert status == EXIT_USER_ERROR and "does not exist" in err
+    assert not output.exists()
 
 
 def test_script_detectors_of_the_extra_explain_what_is_missing(tmp_path, capsys):
@@ -176,8 +181,6 @@ def test_script_detectors_of_the_extra_explain_what_is_missing(tmp_path, capsys)
     # This environment (requirements-lock.txt) has no controlnet-aux: the message says which extra to install.
     status, err = _run_script(capsys, *openpose, "--weights", tmp_path)
     assert status == EXIT_USER_ERROR and 'pip install -e ".[detectors]"' in err
-    with pytest.raises(ZeroshotError, match="finds body keypoints only"):
-        make_detector("mediapipe", hands=True)
 
 
 def test_script_failure_from_a_shell_has_no_traceback(tmp_path):
@@ -197,3 +200,25 @@ def test_script_failure_from_a_shell_has_no_traceback(tmp_path):
 def test_extract_video_poses_keeps_the_frame_rate():
     extraction = extract_video_poses(sample_video_path(), max_frames=10, show_progress=False)
     assert len(extraction.poses) == 10 and extraction.poses.fps == pytest.approx(29.97)
+
+
+def test_script_says_when_a_video_has_one_frame(tmp_path, capsys, carphone):
+    one = write_video(carphone.frames[:1], tmp_path / "one.mp4", fps=30)
+    assert run(extract_script.main, [str(one), "-o", str(tmp_path / "one.json"), "--quiet"]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.endswith(
+        "1 frame of 176x144 at 30 fps: a person found in 1 (100.0%), a single frame: nothing to check "
+        "over time (mirrors, jumps and gaps need several frames)"
+    )
+    assert len(read_openpose_json(tmp_path / "one.json")) == 1
+
+
+def test_script_says_when_hands_asked_for_are_not_visible(tmp_path, caplog):
+    output = tmp_path / "out.json"
+    with caplog.at_level("WARNING", logger="zeroshot.poses.extract"):
+        status = run(
+            extract_script.main, [str(sample_video_path()), "-o", str(output), "--hands", "--max-frames", "3"]
+        )
+    assert status == 0 and len(read_openpose_json(output)) == 3
+    (record,) = caplog.records
+    assert record.getMessage().startswith("The hands were asked for but not visible in '")

@@ -140,7 +140,7 @@ GOOD = [50.0, 50.0, 1.0] * 18
         ("empty.json", _frames_document([]), r"empty.json' holds no frames"),
         ("empty_list.json", [], r"empty_list.json' holds no frames"),
         ("nobody.json", _frames_document([{"people": []}] * 4), r"no person in any of its 4 frames"),
-        ("outside.json", _frames_document([_frame(GOOD), _frame(GOOD[:12] + [150.0, 50.0, 1.0] + GOOD[15:])]),
+        ("outside.json", [_frame(GOOD), _frame(GOOD[:12] + [150.0, 50.0, 1.0] + GOOD[15:])],
          r"outside.json', frame 1: the right_wrist keypoint at \(150.0, 50.0\) lies outside the 100x100 canvas. "
          r"Is the canvas size right\? Give the width and height"),
         ("canvas.json", [dict(_frame(GOOD), canvas_width=100, canvas_height=100), dict(_frame(GOOD), canvas_width=90,
@@ -151,7 +151,7 @@ GOOD = [50.0, 50.0, 1.0] * 18
 def test_bad_json_gives_the_file_frame_and_fix(tmp_path, name, document, message):
     path = _write(tmp_path, name, document)
     with pytest.raises(ZeroshotError, match=message):
-        load_poses(path)
+        load_poses(path, size=(100, 100))
 
 
 def test_bad_folders_and_paths(tmp_path):

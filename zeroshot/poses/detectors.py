@@ -29,6 +29,18 @@ DETECTORS = ("mediapipe", "openpose", "dwpose")
 # mediapipe's 33 pose landmarks that give each COCO-18 joint (None: the neck, the midpoint of the shoulders).
 _MEDIAPIPE_TO_COCO18 = (0, None, 12, 14, 16, 11, 13, 15, 24, 26, 28, 23, 25, 27, 5, 2, 8, 7)
 _MEDIAPIPE_SHOULDERS = (11, 12)
+_MEDIAPIPE_NOSE, _MEDIAPIPE_EARS = 0, (7, 8)
+# mediapipe face mesh landmark of each OpenPose face point: the 68 points of the iBUG/dlib layout OpenPose uses (jaw
+# from the person's right ear to the left, eyebrows, nose, eyes, lips), then the right and left pupils (the iris
+# centres of the refined mesh, 468 and 473).
+_MEDIAPIPE_TO_FACE70 = (
+    127, 234, 132, 58, 172, 150, 176, 148, 152, 377, 400, 379, 397, 288, 361, 454, 356,
+    70, 63, 105, 66, 107, 336, 296, 334, 293, 300,
+    168, 197, 5, 4, 75, 97, 2, 326, 305,
+    33, 160, 158, 133, 153, 144, 362, 385, 387, 263, 373, 380,
+    61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181, 78, 82, 13, 312, 308, 317, 14, 87,
+    468, 473,
+)  # fmt: skip
 
 
 @dataclass
@@ -39,11 +51,14 @@ class DetectedPose:
         body (`np.ndarray`): `[18, 3]` COCO-18 keypoints.
         face (`np.ndarray`, *optional*): `[70, 3]` face keypoints.
         hands (`np.ndarray`, *optional*): `[2, 21, 3]` hand keypoints (left, right).
+        facing (`float`, *optional*): how much the person faces the camera, from the detector's 3D landmarks: 1 facing
+            it, -1 turned away, 0 in profile (see [`MediapipePoseDetector`]); None when the detector has no depth.
     """
 
     body: np.ndarray
     face: np.ndarray | None = None
     hands: np.ndarray | None = None
+    facing: float | None = None
 
 
 @contextlib.contextmanager
@@ -73,16 +88,26 @@ def quiet_native_stderr() -> Iterator[None]:
 
 
 class MediapipePoseDetector:
-    """mediapipe's pose landmarker (BlazePose, `model_complexity=1`, the model its wheel bundles), mapped to COCO-18.
+    """mediapipe's pose landmarker (BlazePose, `model_complexity=1`, the model its wheel bundles), mapped to COCO-18;
+    with `face` or `hands`, its holistic landmarker (the same pose model, plus the face mesh and hand models).
 
     The neck is the midpoint of the shoulders. A landmark becomes a keypoint when its visibility reaches
-    `min_visibility` and it lies inside the image; its confidence is the visibility.
+    `min_visibility` and it lies inside the image; its confidence is the visibility. The facing direction comes from
+    mediapipe's world landmarks (metres, smaller depth nearer the camera): how far the nose lies in front of the
+    midpoint of the ears, in units of `FACING_DEPTH` (clipped to [-1, 1]), which needs no left/right label.
+
+    Face points are the 70 of OpenPose (the iBUG 68 layout and the two pupils), taken from the refined face mesh;
+    hand points are the 21 of OpenPose, which mediapipe's hand landmarks share (wrist, then four per finger from the
+    thumb). The holistic model names the hands after the person's sides, as the pose does. mediapipe gives no
+    per-point confidence for them: a point found inside the image has confidence 1.
 
     Args:
         video (`bool`, *optional*, defaults to `False`):
             Track across consecutive frames of a video (steadier and faster) instead of detecting in each image alone.
         min_visibility (`float`, *optional*, defaults to 0.5):
             Landmarks less visible than this are missing.
+        face (`bool`, *optional*, defaults to `False`): also find the 70 face points.
+        hands (`bool`, *optional*, defaults to `False`): also find the 21 points of each hand.
 
     Example:
 
@@ -93,11 +118,14 @@ class MediapipePoseDetector:
     ```
     """
 
-    def __init__(self, *, video: bool = False, min_visibility: float = 0.5):
+    #: Depth in metres of the nose in front of the ears that counts as fully facing the camera (about 10 cm on adults).
+    FACING_DEPTH = 0.1
+
+    def __init__(self, *, video: bool = False, min_visibility: float = 0.5, face: bool = False, hands: bool = False):
         if not 0 <= min_visibility <= 1:
             raise ValueError(f"min_visibility must be within [0, 1], got {min_visibility}.")
-        self.video, self.min_visibility = video, min_visibility
-        self._module = import_mediapipe_solution("pose")
+        self.video, self.min_visibility, self.face, self.hands = video, min_visibility, face, hands
+        self._module = import_mediapipe_solution("holistic" if face or hands else "pose")
         self._pose: Any = None
 
     def __call__(self, image: np.ndarray) -> DetectedPose | None:
@@ -108,7 +136,11 @@ class MediapipePoseDetector:
             # The graph is built here, on first use: its threads load the models (and print notices) until the first
             # image has gone through, so construction and first call share one quiet block.
             with quiet_native_stderr():
-                self._pose = self._module.Pose(static_image_mode=not self.video, model_complexity=1)
+                options = dict(static_image_mode=not self.video, model_complexity=1)
+                if self.face or self.hands:
+                    self._pose = self._module.Holistic(**options, refine_face_landmarks=self.face)
+                else:
+                    self._pose = self._module.Pose(**options)
                 result = self._pose.process(image)
         if result.pose_landmarks is None:
             return None
@@ -124,7 +156,18 @@ class MediapipePoseDetector:
         body[~(inside & (body[:, 2] >= self.min_visibility))] = 0.0
         if not (body[:, 2] > 0).any():
             return None
-        return DetectedPose(body)
+        facing = None
+        if result.pose_world_landmarks is not None:
+            depth = [point.z for point in result.pose_world_landmarks.landmark]
+            ears = (depth[_MEDIAPIPE_EARS[0]] + depth[_MEDIAPIPE_EARS[1]]) / 2
+            facing = float(np.clip((ears - depth[_MEDIAPIPE_NOSE]) / self.FACING_DEPTH, -1.0, 1.0))
+        face = hands = None
+        if self.face:
+            face = _inside(_landmark_points(result.face_landmarks, NUM_FACE_POINTS, _MEDIAPIPE_TO_FACE70))
+        if self.hands:
+            both = (result.left_hand_landmarks, result.right_hand_landmarks)
+            hands = np.stack([_inside(_landmark_points(hand, NUM_HAND_POINTS)) for hand in both])
+        return DetectedPose(body, face, hands, facing)
 
     def close(self) -> None:
         if self._pose is not None:
@@ -258,8 +301,8 @@ def make_detector(
         name (`str`, *optional*, defaults to `"mediapipe"`): `"mediapipe"`, `"openpose"` or `"dwpose"`.
         weights (`str` or `os.PathLike`, *optional*): local weights folder, needed by `"openpose"` and `"dwpose"`.
         video (`bool`, *optional*, defaults to `False`): the images are consecutive frames (mediapipe tracks them).
-        hands (`bool`, *optional*, defaults to `False`): also detect hands (`"openpose"`, `"dwpose"`).
-        face (`bool`, *optional*, defaults to `False`): also detect the face (`"openpose"`, `"dwpose"`).
+        hands (`bool`, *optional*, defaults to `False`): also detect hands.
+        face (`bool`, *optional*, defaults to `False`): also detect the face.
         device (`str`, *optional*, defaults to `"cpu"`): where controlnet-aux's networks run.
 
     Raises:
@@ -268,11 +311,7 @@ def make_detector(
     if name not in DETECTORS:
         raise ValueError(f"Unknown pose detector {name!r}; choose one of {DETECTORS}.")
     if name == "mediapipe":
-        if hands or face:
-            raise ZeroshotError(
-                "The mediapipe detector finds body keypoints only; for hands and face use openpose or dwpose."
-            )
-        return MediapipePoseDetector(video=video)
+        return MediapipePoseDetector(video=video, face=face, hands=hands)
     if weights is None:
         raise ZeroshotError(
             f"The {name} detector needs its weights as a local folder (it never downloads): give the folder, or use "
@@ -300,6 +339,21 @@ def check_rgb_image(image: np.ndarray) -> np.ndarray:
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"Expected a uint8 RGB image [height, width, 3], got {image.dtype} {image.shape}.")
     return image
+
+
+def _landmark_points(landmarks: Any, count: int, indices: tuple[int, ...] | None = None) -> np.ndarray:
+    """`[count, 3]` points `(x, y, 1)` of mediapipe landmarks (picked by `indices`), zeros when there are none."""
+    if landmarks is None:
+        return np.zeros((count, 3))
+    points = landmarks.landmark
+    return np.array([(points[i].x, points[i].y, 1.0) for i in (indices or range(count))], dtype=np.float64)
+
+
+def _inside(points: np.ndarray) -> np.ndarray:
+    """`points` with those outside the image made missing."""
+    points = points.copy()
+    points[~((points[:, :2] >= 0) & (points[:, :2] <= 1)).all(axis=1)] = 0.0
+    return points
 
 
 def _keypoint_rows(keypoints: list[Any], count: int) -> np.ndarray:

@@ -1,9 +1,10 @@
-"""Poses from pixels: the source pose of a still image, and pose sequences of videos (gaps filled, optionally
-smoothed)."""
+"""Poses from pixels: the source pose of a still image, and pose sequences of videos (repaired and smoothed, or with
+frames without a person filled from their neighbours)."""
 
 from __future__ import annotations
 
-import math
+import dataclasses
+import logging
 import os
 from dataclasses import dataclass, replace
 
@@ -14,40 +15,76 @@ from tqdm.auto import tqdm
 from ..errors import ZeroshotError
 from ..video import Video, read_video
 from .detectors import DetectedPose, MediapipePoseDetector, PoseDetector, check_rgb_image
+from .repair import RepairReport, RepairSettings, repair_poses
 from .sequence import PoseSequence
 from .skeleton import NUM_FACE_POINTS, NUM_HAND_POINTS, NUM_JOINTS
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
 class PoseExtraction:
-    """Poses extracted from a video, and which frames had a person.
+    """Poses extracted from a video, which frames had a person, and what repair did.
 
     Args:
-        poses ([`PoseSequence`]): one pose per frame; frames without a person are filled from their neighbours.
+        poses ([`PoseSequence`]): one pose per frame: repaired (see [`repair_poses`]), or, without repair, the
+            detections with frames without a person filled from their neighbours.
         detected (`np.ndarray`): `[frames]` booleans, True where the detector found a person.
+        raw ([`PoseSequence`]): the detections as they came (frames without a person empty), for debugging.
+        facing (`np.ndarray`): `[frames]` facing from the detector's depth (1 towards the camera, -1 away; NaN
+            unknown).
+        marks (`np.ndarray`, *optional*): `[frames, 18]` what repair did to each joint (see [`RepairedPoses`]).
+        repair ([`RepairReport`], *optional*): repair's counts; None without repair.
     """
 
     poses: PoseSequence
     detected: np.ndarray
+    raw: PoseSequence
+    facing: np.ndarray
+    marks: np.ndarray | None = None
+    repair: RepairReport | None = None
 
     @property
     def num_filled(self) -> int:
-        """How many frames had no person and were filled from their neighbours."""
+        """How many frames had no person (without repair, they were filled from their neighbours)."""
         return int((~self.detected).sum())
 
     def summary(self) -> str:
-        """One line for people: frames, detection rate, filled frames, frame rate."""
+        """One line for people: frames, detection rate, and what repair did (or how many frames were filled)."""
         total, found = len(self.detected), int(self.detected.sum())
         fps = f" at {self.poses.fps:g} fps" if self.poses.fps else ""
         width, height = self.poses.size
+        done = self.repair.summary() if self.repair else f"{self.num_filled} filled from neighbouring frames"
         return (
-            f"{total} frames of {width}x{height}{fps}: a person found in {found} ({100 * found / total:.1f}%), "
-            f"{self.num_filled} filled from neighbouring frames"
+            f"{total} frame{'s' * (total != 1)} of {width}x{height}{fps}: a person found in {found} "
+            f"({100 * found / total:.1f}%), {done}"
         )
+
+    def report(self) -> dict[str, object]:
+        """The extraction report (`poses.report.json`): frames, frames with a person, and repair's counts."""
+        report: dict[str, object] = {
+            "frames": len(self.detected),
+            "frames_detected": int(self.detected.sum()),
+            "fps": self.poses.fps,
+            "width": self.poses.size[0],
+            "height": self.poses.size[1],
+            "source": self.poses.source,
+            "repaired": self.repair is not None,
+        }
+        if self.repair is not None:
+            report |= dataclasses.asdict(self.repair)
+        else:
+            report["frames_filled"] = self.num_filled
+        return report
 
 
 def detect_source_pose(
-    image: Image.Image | np.ndarray, *, min_visibility: float = 0.5, name: str | None = None
+    image: Image.Image | np.ndarray,
+    *,
+    min_visibility: float = 0.5,
+    face: bool = False,
+    hands: bool = False,
+    name: str | None = None,
 ) -> PoseSequence:
     """The pose of the person in a still image (mediapipe, offline), as a one-frame [`PoseSequence`] on the image's
     canvas.
@@ -55,6 +92,8 @@ def detect_source_pose(
     Args:
         image (`PIL.Image.Image` or `np.ndarray`): the source image (RGB).
         min_visibility (`float`, *optional*, defaults to 0.5): landmarks less visible than this are missing.
+        face (`bool`, *optional*, defaults to `False`): also find the 70 face points (a warning says when none is).
+        hands (`bool`, *optional*, defaults to `False`): also find the hands (a warning says when none is).
         name (`str`, *optional*): the image's file name, for messages.
 
     Raises:
@@ -71,7 +110,7 @@ def detect_source_pose(
     ```
     """
     pixels = check_rgb_image(np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image))
-    with MediapipePoseDetector(min_visibility=min_visibility) as detector:
+    with MediapipePoseDetector(min_visibility=min_visibility, face=face, hands=hands) as detector:
         detected = detector(pixels)
     if detected is None:
         where = f" {name!r}" if name else ""
@@ -80,7 +119,9 @@ def detect_source_pose(
             f"one frame, on the image's canvas), or use an image in which the person's body is clearly visible."
         )
     height, width = pixels.shape[:2]
-    return _sequence([detected], (width, height), None, name)
+    pose = _sequence([detected], (width, height), None, name)
+    warn_missing_parts(pose, f"the source image {name!r}" if name else "the source image")
+    return pose
 
 
 def extract_poses(
@@ -88,19 +129,21 @@ def extract_poses(
     detector: PoseDetector | None = None,
     *,
     fps: float | None = None,
-    smoothing: float = 0.0,
+    repair: RepairSettings | None = None,
     show_progress: bool = True,
     source: str | None = None,
 ) -> PoseExtraction:
-    """Detects a pose in every frame, fills frames without a person from their neighbours, and optionally smooths.
+    """Detects a pose in every frame, then repairs the sequence ([`repair_poses`]: one person, mirrors undone,
+    implausible joints rejected, short gaps filled, smoothed) or, without repair, fills frames without a person from
+    their neighbours.
 
     Args:
         frames (`np.ndarray` or [`~zeroshot.video.Video`]): `uint8` RGB frames `[frames, height, width, 3]`.
         detector (*optional*, defaults to mediapipe tracking across frames): a detector from [`make_detector`]; one
             given here is not closed.
         fps (`float`, *optional*): frame rate, kept in the poses (taken from a `Video` when not given).
-        smoothing (`float`, *optional*, defaults to 0): standard deviation in frames of a Gaussian smoothing of the
-            keypoints over time (see [`smooth_poses`]); 0 keeps the detections as they are.
+        repair ([`RepairSettings`], *optional*): how to repair the sequence; None (the default) keeps the detections
+            as they are, frames without a person filled.
         show_progress (`bool`, *optional*, defaults to `True`): show a progress bar.
         source (`str`, *optional*): the video's name, for messages.
 
@@ -127,17 +170,20 @@ def extract_poses(
             f"clearly visible, or poses as OpenPose JSON."
         )
     height, width = frames.shape[1:3]
-    poses = fill_missing_frames(_sequence(detections, (width, height), fps, source), ~detected)
-    if smoothing > 0:
-        poses = smooth_poses(poses, smoothing)
-    return PoseExtraction(poses, detected)
+    raw = _sequence(detections, (width, height), fps, source)
+    warn_missing_parts(raw, repr(source) if source else "the video")
+    facing = np.array([np.nan if d is None or d.facing is None else d.facing for d in detections])
+    if repair is None:
+        return PoseExtraction(fill_missing_frames(raw, ~detected), detected, raw, facing)
+    repaired = repair_poses(raw, repair, facing=facing)
+    return PoseExtraction(repaired.poses, detected, raw, facing, repaired.marks, repaired.report)
 
 
 def extract_video_poses(
     path: str | os.PathLike,
     detector: PoseDetector | None = None,
     *,
-    smoothing: float = 0.0,
+    repair: RepairSettings | None = None,
     max_frames: int | None = None,
     show_progress: bool = True,
 ) -> PoseExtraction:
@@ -147,7 +193,7 @@ def extract_video_poses(
 
     ```py
     >>> from zeroshot.poses import extract_video_poses, write_openpose_json
-    >>> extraction = extract_video_poses("dance.mp4", smoothing=1.0)
+    >>> extraction = extract_video_poses("dance.mp4", repair=RepairSettings())
     >>> print(extraction.summary())
     >>> write_openpose_json(extraction.poses, "dance_poses.json")
     ```
@@ -156,7 +202,20 @@ def extract_video_poses(
         [`~zeroshot.errors.ZeroshotError`]: the video cannot be read, holds no frames, or has no person in it.
     """
     video = read_video(path, max_frames=max_frames)
-    return extract_poses(video, detector, smoothing=smoothing, show_progress=show_progress, source=str(path))
+    return extract_poses(video, detector, repair=repair, show_progress=show_progress, source=str(path))
+
+
+def warn_missing_parts(poses: PoseSequence, where: str) -> None:
+    """Logs one warning line for a face or hands that were asked for (present as arrays) but found in no frame."""
+    for name, points in (("face", poses.face), ("hands", poses.hands)):
+        if points is not None and not (points[..., 2] > 0).any():
+            logger.warning(
+                "The %s %s asked for but not visible in %s: the poses carry none (is the person facing away, or "
+                "too small in the picture?).",
+                name,
+                "was" if name == "face" else "were",
+                where,
+            )
 
 
 def fill_missing_frames(poses: PoseSequence, missing: np.ndarray | None = None) -> PoseSequence:
@@ -194,42 +253,6 @@ def fill_missing_frames(poses: PoseSequence, missing: np.ndarray | None = None) 
             array[frame] = np.where(both[..., None], (1 - weight) * start + weight * end, mixed)
         filled[name] = array
     return replace(poses, **filled)
-
-
-def smooth_poses(poses: PoseSequence, sigma: float) -> PoseSequence:
-    """Smooths keypoint positions over time with a Gaussian of standard deviation `sigma` frames.
-
-    Each present keypoint becomes the Gaussian-weighted mean of the same keypoint in the frames around it where it is
-    present; missing keypoints stay missing and confidences are kept.
-
-    Args:
-        poses ([`PoseSequence`]): the poses.
-        sigma (`float`): standard deviation in frames (positive).
-    """
-    if not sigma > 0:
-        raise ValueError(f"sigma must be positive, got {sigma}.")
-    radius = math.ceil(3 * sigma)
-    offsets = np.arange(-radius, radius + 1)
-    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
-    smoothed = {}
-    for name in ("body", "face", "hands"):
-        array = getattr(poses, name)
-        if array is None:
-            continue
-        present = (array[..., 2] > 0).astype(np.float64)
-        pad = [(radius, radius)] + [(0, 0)] * (array.ndim - 1)
-        positions = np.pad(array[..., :2] * present[..., None], pad)
-        presence = np.pad(present, pad[:-1])
-        total = np.zeros_like(array[..., :2])
-        norm = np.zeros_like(present)
-        for offset, weight in zip(offsets, weights, strict=True):
-            window = slice(radius + offset, radius + offset + len(array))
-            total += weight * positions[window]
-            norm += weight * presence[window]
-        result = array.copy()
-        result[..., :2] = np.where(present[..., None] > 0, total / np.maximum(norm, 1e-12)[..., None], array[..., :2])
-        smoothed[name] = result
-    return replace(poses, **smoothed)
 
 
 def _sequence(

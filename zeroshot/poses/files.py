@@ -13,10 +13,13 @@ from ..video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, image_files, load_image, rea
 from .detectors import PoseDetector
 from .extract import detect_source_pose, extract_poses
 from .openpose_json import read_openpose_json
+from .repair import RepairSettings
 from .sequence import Poses, PoseSequence, RenderedPoses
 
 logger = logging.getLogger(__name__)
 
+#: How [`load_poses`] repairs the poses it extracts from a video, unless told otherwise.
+DEFAULT_REPAIR = RepairSettings()
 #: Frame rate of written pose videos when neither the caller nor the poses give one.
 DEFAULT_FPS = 8.0
 
@@ -26,7 +29,7 @@ def load_poses(
     *,
     size: tuple[int, int] | None = None,
     detector: PoseDetector | None = None,
-    smoothing: float = 0.0,
+    repair: RepairSettings | None = DEFAULT_REPAIR,
     show_progress: bool = True,
 ) -> Poses:
     """Loads a pose sequence from whatever `path` is.
@@ -35,14 +38,15 @@ def load_poses(
     - a folder of `.json` files: OpenPose's per-frame output;
     - a folder of images, or a video or image that shows pose renders (black background, coloured sticks): rendered
       pose images, used as they are ([`RenderedPoses`]);
-    - any other video or image: a person filmed or photographed, whose poses are extracted ([`extract_poses`]; frames
-      without a person are filled from their neighbours, and the count is logged).
+    - any other video or image: a person filmed or photographed, whose poses are extracted ([`extract_poses`]) and
+      repaired ([`repair_poses`]); what repair did is logged in one line.
 
     Args:
         path (`str` or `os.PathLike`): the poses.
         size (`tuple[int, int]`, *optional*): `(width, height)` of the canvas of JSON keypoints that do not say it.
         detector (*optional*, defaults to mediapipe): the detector for videos and photos (see [`make_detector`]).
-        smoothing (`float`, *optional*, defaults to 0): temporal smoothing of extracted poses, in frames.
+        repair ([`RepairSettings`], *optional*, defaults to `DEFAULT_REPAIR`): how extracted poses are repaired;
+            None keeps the detections as they are.
         show_progress (`bool`, *optional*, defaults to `True`): show a progress bar while extracting.
 
     Returns:
@@ -79,7 +83,9 @@ def load_poses(
         if looks_rendered(video.frames):
             logger.info("%s shows rendered poses; using its frames as they are.", path)
             return RenderedPoses(video.frames, video.fps, str(path))
-        return extract_poses(video, detector, smoothing=smoothing, show_progress=show_progress, source=str(path)).poses
+        extraction = extract_poses(video, detector, repair=repair, show_progress=show_progress, source=str(path))
+        logger.info("%s: %s", path, extraction.summary())
+        return extraction.poses
     if suffix in IMAGE_SUFFIXES:
         image = np.asarray(load_image(path))
         if looks_rendered(image[None]):

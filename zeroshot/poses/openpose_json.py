@@ -75,7 +75,8 @@ def read_openpose_json(path: str | os.PathLike, *, size: tuple[int, int] | None 
     Raises:
         [`~zeroshot.errors.ZeroshotError`]: the file is missing or malformed (the message names the file and the
         frame), holds no frames or no person, gives no canvas size when one is needed, or has keypoints outside the
-        canvas.
+        canvas given by `size` (a sign of the wrong size). Keypoints outside a canvas the file states itself are kept
+        as they are: aligned poses reach past the picture when the person does.
     """
     path = Path(path)
     frames, fps = _read_frames(path)
@@ -108,7 +109,8 @@ def read_openpose_json(path: str | os.PathLike, *, size: tuple[int, int] | None 
         for points in (frame.body, frame.face, frame.hands):
             if points is not None:
                 points[..., :2] *= scale
-        _check_inside_canvas(frame, canvas)
+        if frame.canvas is None:  # a canvas the file states is trusted: its keypoints may lie past its edges
+            _check_inside_canvas(frame, canvas)
     if not any((frame.body[:, 2] > 0).any() for frame in frames):
         raise ZeroshotError(
             f"{str(path)!r} holds no person in any of its {len(frames)} frames: give poses of a person."

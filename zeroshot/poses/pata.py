@@ -5,14 +5,17 @@
    summed lengths of the body limbs (torso, arms, legs, neck-nose) visible in both the source pose and that frame;
    face limbs serve only when no body limb is shared. The translation puts the target's anchor on the source's:
    the neck, else the mid-hip, else the centroid of the joints both show, else the centroids of what each shows.
-   Everything is computed in pixels, so canvases of different aspect ratios align correctly.
+   Everything is computed in pixels, so canvases of different aspect ratios align correctly. The head is then
+   retargeted: head joints (nose, eyes, ears) and face points are scaled about the neck to the source's head size
+   and shifted so that, in the reference frame, the nose sits where the source's does relative to the neck (people's
+   necks and heads differ more than their limbs, and a head-and-shoulders source shows its head large).
 2. **Transition.** Frames from the source pose to the aligned first target pose. Each limb visible on both sides
    turns around its parent joint (the shorter way round) while its length goes linearly from the source's to the
    target's, so limbs never shrink mid-way the way they do when joint positions are interpolated; the neck (the
    root) and joints whose parent is not shared move linearly. A joint shown on one side only is drawn in the half of
    the transition nearer that side, moving rigidly with its parent. Face and hand points follow the nose and the
-   wrists in the same way. With the count left to PATA, it takes as many frames as keep every shared joint's step
-   under `max_step` of the canvas.
+   wrists in the same way. With the count left to PATA, it takes as many frames as keep every joint's step, measured
+   along the path actually interpolated (limbs swing on arcs), under `max_step` of the canvas.
 
 The result starts with the source pose itself (frame 0 of the animation reconstructs the source image), then the
 transition frames, then the aligned target sequence: `1 + transition + len(target)` poses on the source's canvas.
@@ -20,6 +23,7 @@ transition frames, then the aligned target sequence: `1 + transition + len(targe
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -30,6 +34,7 @@ from ..errors import ZeroshotError
 from .sequence import Poses, PoseSequence, require_keypoints
 from .skeleton import (
     BODY_LIMBS,
+    JOINT,
     LEFT_HIP,
     LEFT_WRIST,
     LIMBS,
@@ -47,6 +52,7 @@ from .skeleton import (
 logger = logging.getLogger(__name__)
 
 _FACE_LIMBS = tuple(limb for limb in LIMBS if limb not in BODY_LIMBS)
+_HEAD_JOINTS = (NOSE, JOINT["right_eye"], JOINT["left_eye"], JOINT["right_ear"], JOINT["left_ear"])
 
 
 @dataclass
@@ -59,12 +65,16 @@ class Alignment:
         offset (`tuple[float, float]`): translation in source pixels.
         anchor (`str`): what was put on what: `"neck"`, `"mid-hip"`, `"shared joints"` or `"centroids"`.
         reference_frame (`int`): the target frame the transform was fitted on.
+        head_scale (`float`, *optional*, defaults to 1): extra scale of the head about the neck, after `scale`.
+        head_offset (`tuple[float, float]`, *optional*, defaults to `(0, 0)`): shift of the head in source pixels.
     """
 
     scale: float
     offset: tuple[float, float]
     anchor: str
     reference_frame: int
+    head_scale: float = 1.0
+    head_offset: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass
@@ -135,6 +145,9 @@ def pose_alignment_transition(
         raise ZeroshotError("The source pose has no keypoints: give a source pose in which the person is visible.")
     alignment = fit_alignment(source, target) if align else None
     aligned = apply_alignment(target, alignment, source.size)
+    if alignment is not None:
+        alignment = fit_head(source, aligned, alignment)
+        aligned = apply_head(aligned, alignment)
     if transition_frames is None:
         transition_frames = transition_length(source, aligned[0], max_step)
     transition = transition_poses(source, aligned[0], transition_frames)
@@ -212,14 +225,82 @@ def apply_alignment(poses: PoseSequence, alignment: Alignment | None, size: tupl
     return PoseSequence(mapped(poses.body), size, poses.fps, mapped(poses.face), mapped(poses.hands), poses.source)
 
 
+def fit_head(source: PoseSequence, aligned: PoseSequence, alignment: Alignment) -> Alignment:
+    """`alignment` with the head retargeting fitted (see the module notes): the head scale is the ratio of the summed
+    distances from the nose to the eyes and ears shown in both the source and the aligned reference frame (1 when
+    none is), and the offset puts the reference frame's nose at the source's position relative to the neck. Without a
+    nose and neck in both, the head is left as the body's transform put it.
+
+    Args:
+        source ([`PoseSequence`]): the source pose.
+        aligned ([`PoseSequence`]): the target poses after [`apply_alignment`], on the source canvas.
+        alignment ([`Alignment`]): the body's transform.
+    """
+    reference = alignment.reference_frame
+    source_points, source_visible = source.pixels()[0], source.visible[0]
+    target_points, target_visible = aligned.pixels()[reference], aligned.visible[reference]
+    if not (source_visible[[NOSE, NECK]].all() and target_visible[[NOSE, NECK]].all()):
+        return alignment
+    shared = [joint for joint in _HEAD_JOINTS[1:] if source_visible[joint] and target_visible[joint]]
+    head_scale = 1.0
+    if shared:
+        target_size = np.linalg.norm(target_points[shared] - target_points[NOSE], axis=-1).sum()
+        if target_size > 0:
+            head_scale = float(
+                np.linalg.norm(source_points[shared] - source_points[NOSE], axis=-1).sum() / target_size
+            )
+    source_head = source_points[NOSE] - source_points[NECK]
+    offset = source_head - head_scale * (target_points[NOSE] - target_points[NECK])
+    return dataclasses.replace(alignment, head_scale=head_scale, head_offset=(float(offset[0]), float(offset[1])))
+
+
+def apply_head(poses: PoseSequence, alignment: Alignment) -> PoseSequence:
+    """Moves the head joints and face points of every frame as [`fit_head`] fitted: scaled by `head_scale` about the
+    frame's neck, then shifted by `head_offset` (frames without a neck are only shifted)."""
+    size = np.asarray(poses.size, np.float64)
+    pixels = poses.pixels()
+    neck = np.where(poses.visible[:, NECK, None], pixels[:, NECK], np.nan)
+    offset = np.asarray(alignment.head_offset)
+
+    def moved(points: np.ndarray) -> np.ndarray:
+        result = points.copy()
+        centre = neck.reshape(len(poses), *([1] * (points.ndim - 2)), 2)
+        xy = points[..., :2] * size
+        scaled = np.where(np.isnan(centre), xy, centre + alignment.head_scale * (xy - centre))
+        result[..., :2] = (scaled + offset) / size
+        result[points[..., 2] <= 0] = 0.0
+        return result
+
+    body = poses.body.copy()
+    body[:, list(_HEAD_JOINTS)] = moved(poses.body[:, list(_HEAD_JOINTS)])
+    face = None if poses.face is None else moved(poses.face)
+    return dataclasses.replace(poses, body=body, face=face)
+
+
 def transition_length(start: PoseSequence, end: PoseSequence, max_step: float = 0.05) -> int:
-    """How many frames between `start` and `end` (one pose each, same canvas) keep every joint shown in both under a
-    step of `max_step` times the canvas's longer side."""
+    """How many frames between `start` and `end` (one pose each, same canvas) keep every joint's step under
+    `max_step` times the canvas's longer side, measured along the path [`transition_poses`] interpolates (limbs turn
+    on arcs, which are longer than the straight line between their ends)."""
     shared = start.visible[0] & end.visible[0]
     if not shared.any():
         return 0
-    distance = np.linalg.norm(start.pixels()[0, shared] - end.pixels()[0, shared], axis=-1).max() / max(start.size)
-    return max(0, math.ceil(distance / max_step - 1e-9) - 1)
+    limit = max_step * max(start.size)
+    distance = np.linalg.norm(start.pixels()[0, shared] - end.pixels()[0, shared], axis=-1).max()
+    count = max(0, math.ceil(distance / limit - 1e-9) - 1)  # the straight line: a lower bound
+    while True:
+        step = largest_step(
+            _concatenate([start, transition_poses(start, end, count), end], fps=None, source_name=None)
+        )
+        if step <= limit * (1 + 1e-9):
+            return count
+        count = max(count + 1, math.ceil((count + 1) * step / limit) - 1)
+
+
+def largest_step(poses: PoseSequence) -> float:
+    """The longest move in pixels of a body joint between consecutive frames in which it is shown (0 for none)."""
+    pixels, visible = poses.pixels(), poses.visible
+    steps = np.linalg.norm(np.diff(pixels, axis=0), axis=-1)[visible[1:] & visible[:-1]]
+    return float(steps.max()) if len(steps) else 0.0
 
 
 def transition_poses(start: PoseSequence, end: PoseSequence, count: int) -> PoseSequence:
