@@ -15,6 +15,7 @@ access control: do it only on a network you trust.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
@@ -62,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise ZeroshotError(f"Cannot create the work folder {str(work_dir)!r}: {error}") from error
     if not os.access(work_dir, os.W_OK):
         raise ZeroshotError(f"The work folder {str(work_dir)!r} is not writable; choose another --work-dir.")
+    if importlib.util.find_spec("gradio") is None:
+        raise ZeroshotError('The app needs Gradio: pip install -e ".[app]" (requirements-lock.txt pins it).')
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry (read when Gradio is imported)
 
     from zeroshot.app.models import AppModels

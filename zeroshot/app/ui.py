@@ -37,53 +37,42 @@ def _shown_to_user(function: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return function(*args, **kwargs)
         except ZeroshotError as error:
-            raise gr.Error(str(error), title="Cannot do that") from error
+            raise gr.Error(str(error)) from error
 
     return wrapper
 
 
-def _int(value: float | None, name: str) -> int | None:
-    """A whole number from a number field, `None` when the field is empty."""
-    if value is None:
+def _int(value: float | str | None, name: str) -> int | None:
+    """A whole number from a number or text field, `None` when the field is empty."""
+    if value is None or str(value).strip() == "":
         return None
-    if value != int(value):
+    try:
+        number = float(value)
+    except ValueError:
+        raise ZeroshotError(f"{name} must be a whole number, got {value!r}.") from None
+    if number != int(number):
         raise ZeroshotError(f"{name} must be a whole number, got {value}.")
-    return int(value)
+    return int(number)
 
 
-def _animate_options(
-    prompt: str,
-    subject: str,
-    negative_prompt: str,
-    inversion: str,
-    steps: float,
-    guidance: float,
-    lambda_first: float,
-    lambda_previous: float,
-    lambda_self: float,
-    decoupling: str,
-    transition_frames: float | None,
-    width: float,
-    height: float,
-    seed: float,
-) -> jobs.AnimateOptions:
-    values = {"steps": steps, "guidance": guidance, "width": width, "height": height, "seed": seed}
-    missing = [name for name, value in values.items() if value is None]
-    if missing or None in (lambda_first, lambda_previous, lambda_self):
-        raise ZeroshotError(f"Fill in every setting: {', '.join(missing) or 'the lambdas'} missing.")
+def _animate_options(values: dict[str, Any]) -> jobs.AnimateOptions:
+    """The [`~zeroshot.app.jobs.AnimateOptions`] of the Animate tab's fields, by name."""
+    missing = [name for name, value in values.items() if value is None and name != "transition_frames"]
+    if missing:
+        raise ZeroshotError(f"Fill in every setting: {', '.join(missing)} missing.")
     return jobs.AnimateOptions(
-        prompt=prompt,
-        subject=subject.strip() or None,
-        negative_prompt=negative_prompt,
-        inversion=inversion,
-        steps=_int(steps, "Steps"),
-        guidance=float(guidance),
-        lambdas=(float(lambda_first), float(lambda_previous), float(lambda_self)),
-        decoupling=decoupling,
-        transition_frames=_int(transition_frames, "Transition frames"),
-        width=_int(width, "Width"),
-        height=_int(height, "Height"),
-        seed=_int(seed, "Seed"),
+        prompt=values["prompt"],
+        subject=values["subject"].strip() or None,
+        negative_prompt=values["negative_prompt"],
+        inversion=values["inversion"],
+        steps=_int(values["steps"], "Steps"),
+        guidance=float(values["guidance"]),
+        lambdas=(float(values["lambda_first"]), float(values["lambda_previous"]), float(values["lambda_self"])),
+        decoupling=values["decoupling"],
+        transition_frames=_int(values["transition_frames"], "Transition frames"),
+        width=_int(values["width"], "Width"),
+        height=_int(values["height"], "Height"),
+        seed=_int(values["seed"], "Seed"),
     )
 
 
@@ -122,8 +111,8 @@ def build_app(models: AppModels, work_dir: str | Path) -> gr.Blocks:
                     negative_prompt = gr.Textbox(label="Negative prompt", elem_id="negative-prompt")
                     gr.Examples([list(EXAMPLE)], inputs=[image, poses, prompt], label="Bundled astronaut and wave")
                     with gr.Accordion("Settings", open=False, elem_id="settings"):
-                        inversion = gr.Dropdown(list(PACM_MODES), value=defaults.mode, label="Inversion mode",
-                                                elem_id="inversion")  # fmt: skip
+                        inversion = gr.Radio(list(PACM_MODES), value=defaults.mode, label="Inversion mode",
+                                             elem_id="inversion")  # fmt: skip
                         with gr.Row():
                             steps = gr.Number(value=defaults.num_inference_steps, precision=0, label="Steps",
                                               minimum=1, elem_id="steps")  # fmt: skip
@@ -134,9 +123,8 @@ def build_app(models: AppModels, work_dir: str | Path) -> gr.Blocks:
                             lambda_self = gr.Number(value=0.15, label="λ itself", elem_id="lambda-self")
                         decoupling = gr.Radio(list(jobs.DECOUPLING_CHOICES), value="exclusive",
                                               label="Mask-guided decoupling", elem_id="decoupling")  # fmt: skip
-                        transition_frames = gr.Number(value=None, precision=0, minimum=0,
-                                                      label="Transition frames (empty: automatic)",
-                                                      elem_id="transition-frames")  # fmt: skip
+                        transition_frames = gr.Textbox(label="Transition frames (empty: automatic)",
+                                                       elem_id="transition-frames")  # fmt: skip
                         with gr.Row():
                             width = gr.Number(value=512, precision=0, label="Width", elem_id="width")
                             height = gr.Number(value=512, precision=0, label="Height", elem_id="height")
@@ -145,36 +133,40 @@ def build_app(models: AppModels, work_dir: str | Path) -> gr.Blocks:
                         preview_button = gr.Button("Preview poses", elem_id="preview-button")
                         run_button = gr.Button("Run", variant="primary", elem_id="run-button")
                 with gr.Column():
-                    preview = gr.Gallery(label="Poses over the image", columns=6, height="auto", elem_id="preview")
+                    preview = gr.Gallery(label="Poses over the image", columns=4, height="auto", elem_id="preview")
                     video = gr.Video(label="Animation", elem_id="animation", interactive=False)
                     downloads = gr.File(label="Downloads", file_count="multiple", elem_id="downloads",
                                         interactive=False)  # fmt: skip
                     figures = gr.Markdown(elem_id="figures")
-        settings = [
-            prompt, subject, negative_prompt, inversion, steps, guidance, lambda_first, lambda_previous, lambda_self,
-            decoupling, transition_frames, width, height, seed,
-        ]  # fmt: skip
+        # Gradio hands a set of inputs to the function as one {component: value} dict.
+        fields = {
+            "prompt": prompt, "subject": subject, "negative_prompt": negative_prompt, "inversion": inversion,
+            "steps": steps, "guidance": guidance, "lambda_first": lambda_first, "lambda_previous": lambda_previous,
+            "lambda_self": lambda_self, "decoupling": decoupling, "transition_frames": transition_frames,
+            "width": width, "height": height, "seed": seed,
+        }  # fmt: skip
+        animate_inputs = {image, poses, *fields.values()}
+
+        def options_of(data: dict) -> jobs.AnimateOptions:
+            return _animate_options({name: data[component] for name, component in fields.items()})
 
         @_shown_to_user
-        def on_preview(image_path: str | None, poses_path: str | None, *values: Any) -> list:
-            return list(jobs.preview_poses(image_path, poses_path, _animate_options(*values)))
+        def on_preview(data: dict) -> list:
+            return list(jobs.preview_poses(data[image], data[poses], options_of(data)))
 
         @_shown_to_user
-        def on_run(
-            image_path: str | None, poses_path: str | None, *values: Any, progress: gr.Progress = gr.Progress(True)
-        ) -> tuple:
+        def on_run(data: dict, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:
             progress(0, desc="checking the inputs; source pose and mask")
-            files = jobs.animate(models, image_path, poses_path, _animate_options(*values), run_folder())
+            files = jobs.animate(models, data[image], data[poses], options_of(data), run_folder())
             written = [str(path) for path in (files.video, files.poses, files.report) if path is not None]
             return str(files.video), written, jobs.figures_markdown(files.summary)
 
         preview_button.click(
-            on_preview, [image, poses, *settings], preview, concurrency_id=PREVIEW_QUEUE, concurrency_limit=1
+            on_preview, animate_inputs, preview, concurrency_id=PREVIEW_QUEUE, concurrency_limit=1
         )
         run_button.click(
-            on_run, [image, poses, *settings], [video, downloads, figures], concurrency_id=MODEL_QUEUE,
-            concurrency_limit=1,
-        )  # fmt: skip
+            on_run, animate_inputs, [video, downloads, figures], concurrency_id=MODEL_QUEUE, concurrency_limit=1
+        )
 
         with gr.Tab("Edit (Qffusion)", id="edit"):
             with gr.Row():
@@ -209,7 +201,7 @@ def build_app(models: AppModels, work_dir: str | Path) -> gr.Blocks:
             fps: float | None,
             steps_value: float | None,
             seed_value: float | None,
-            progress: gr.Progress = gr.Progress(True),
+            progress: gr.Progress = gr.Progress(track_tqdm=True),
         ) -> tuple:
             progress(0, desc="checking the inputs")
             if None in (fps, steps_value, seed_value) or (jump and frames is None):
@@ -247,7 +239,7 @@ def build_app(models: AppModels, work_dir: str | Path) -> gr.Blocks:
                     extract_summary = gr.Markdown(elem_id="extract-summary")
 
         @_shown_to_user
-        def on_extract(video_path: str | None, sigma: float | None, progress: gr.Progress = gr.Progress(True)) -> tuple:
+        def on_extract(video_path: str | None, sigma: float | None, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:
             progress(0, desc="reading the video")
             files = jobs.extract(video_path, 0.0 if sigma is None else float(sigma), run_folder())
             return str(files.preview), str(files.poses), files.summary
