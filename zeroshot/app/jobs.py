@@ -316,7 +316,14 @@ def edit(
     """
     import torch
 
-    from ..qffusion import edit_video, read_qffusion_config, smooth_jump_cut
+    from ..qffusion import (
+        detect_landmarks,
+        edit_video,
+        jump_cut_landmarks,
+        read_qffusion_config,
+        reference_arrays,
+        smooth_jump_cut,
+    )
 
     if options.jump_cut is None and not video_path:
         raise ZeroshotError("Give the video to edit, or choose jump-cut mode (a transition between the two frames).")
@@ -329,13 +336,20 @@ def edit(
     if not checkpoint or not Path(checkpoint).expanduser().exists():
         raise ZeroshotError(f"The checkpoint {checkpoint!r} does not exist; give a Qffusion model folder or file.")
     config = read_qffusion_config(checkpoint)
-    start = load_image(_input_path(start_path, "the edited start frame"))
-    end = load_image(_input_path(end_path, "the edited end frame"))
     video = read_video(video_path) if video_path else None
+    start, end = reference_arrays(
+        load_image(_input_path(start_path, "the edited start frame")),
+        load_image(_input_path(end_path, "the edited end frame")),
+        video,
+    )
+    if video is not None:
+        landmarks = detect_landmarks(config.condition, video.frames)
+    else:
+        landmarks = jump_cut_landmarks(config, start, end, options.jump_cut)
 
     pipe = models.qffusion(checkpoint)
     generator = torch.Generator(pipe.unet.device).manual_seed(options.seed)
-    common = {"num_inference_steps": options.steps, "generator": generator}
+    common = {"landmarks": landmarks, "num_inference_steps": options.steps, "generator": generator}
     if video is not None:
         result = edit_video(pipe, config, video, start, end, **common)
     else:

@@ -40,7 +40,8 @@ def overlay_poses(image_or_frames: np.ndarray, poses: PoseSequence, *, marks: np
     blended = (1 - SKELETON_OPACITY) * pictures.astype(np.float32) + SKELETON_OPACITY * skeletons
     frames = np.where(drawn, np.rint(blended), np.broadcast_to(pictures, skeletons.shape)).astype(np.uint8)
     if marks is not None:
-        for frame in frames[np.asarray(marks, dtype=bool)]:
+        for index in np.flatnonzero(marks):
+            frame = frames[index]
             for edge in (frame[:MARK_WIDTH], frame[-MARK_WIDTH:], frame[:, :MARK_WIDTH], frame[:, -MARK_WIDTH:]):
                 edge[...] = MARK_COLOUR
     return frames
