@@ -12,11 +12,9 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -227,11 +225,7 @@ def test_animate_in_the_browser(app, browser, screenshots):
     _upload(chrome, "image", IMAGE)
     _upload(chrome, "poses", POSES)
     _type(chrome, "#prompt textarea", "a photo of an astronaut")
-    _element(chrome, "#settings .label-wrap").click()
-    _element(chrome, "#inversion input[value=direct]").click()
-    for selector, value in (("#steps", STEPS), ("#width", SIZE), ("#height", SIZE)):
-        _type(chrome, f"{selector} input", value)
-    _type(chrome, "#transition-frames textarea, #transition-frames input", TRANSITION)
+    _quick_settings(chrome, STEPS)
     chrome.save_screenshot(screenshots / "2-inputs.png")
 
     # Preview: the skeleton of every frame over the image, before any run.
@@ -247,7 +241,9 @@ def test_animate_in_the_browser(app, browser, screenshots):
     report = _check_animation(paths, frames)
     figures = _find(chrome, "#figures")[0].text
     assert f"{frames} frames ({TRANSITION} transition)" in figures
-    assert re.search(rf"generation\s+{report['stages']['generation']['seconds']:.2f}\s+{2 * frames * STEPS}\s+0", figures)
+    assert re.search(
+        rf"generation\s+{report['stages']['generation']['seconds']:.2f}\s+{2 * frames * STEPS}\s+0", figures
+    )
     progress = " | ".join(chrome.execute_script("return window.statusTexts"))
     for stage in ("PACM DDIM inversion", "generation"):
         assert stage in progress, progress
@@ -271,6 +267,46 @@ def test_animate_in_the_browser(app, browser, screenshots):
     if os.environ.get("ZEROSHOT_APP_SCREENSHOT"):  # the README's picture, kept small: 256 colours
         shot = Image.open(screenshots / "4-result.png").convert("RGB")
         shot.quantize(256).save(os.environ["ZEROSHOT_APP_SCREENSHOT"], optimize=True)
+
+
+def _quick_settings(chrome, steps):
+    """Opens the settings and chooses a quick run of `steps` steps."""
+    _element(chrome, "#settings .label-wrap").click()
+    _element(chrome, "#inversion input[value=direct]").click()
+    for selector, value in (("#steps", steps), ("#width", SIZE), ("#height", SIZE)):
+        _type(chrome, f"{selector} input", value)
+    _type(chrome, "#transition-frames textarea, #transition-frames input", TRANSITION)
+
+
+def test_waiting_users_see_their_place_in_the_queue(app, browser, screenshots):
+    """Three users (tabs, each its own session) start runs at once: one job runs at a time, the third user sees
+    that two are ahead (queue 2 of 2), and every run then ends with its video. The inputs come from the bundled
+    example's row."""
+    url, _, _ = app
+    chrome = browser
+    tabs = []
+    for steps in (6, STEPS, STEPS):  # the first job is long enough for the others to queue behind it
+        chrome.switch_to.new_window("tab")
+        chrome.get(url)
+        _element(chrome, "#example [data-testid=dataset-cell-0-0]").click()
+        _wait(lambda: "wave" in _element(chrome, "#poses").text, "the example's poses")
+        assert "astronaut" in _element(chrome, "#image").text
+        _quick_settings(chrome, steps)
+        chrome.execute_script(RECORD_STATUS)
+        tabs.append(chrome.current_window_handle)
+    for tab in tabs:
+        chrome.switch_to.window(tab)
+        _element(chrome, "#run-button").click()
+    chrome.save_screenshot(screenshots / "8-queue.png")
+    statuses = []
+    for tab in tabs:
+        chrome.switch_to.window(tab)
+        _wait(lambda: _find(chrome, "#animation video"), "every user's video")
+        statuses.append(" | ".join(chrome.execute_script("return window.statusTexts")))
+        chrome.close()
+    chrome.switch_to.window(chrome.window_handles[0])
+    assert "queue: 2/2" in statuses[2], statuses[2]
+    assert "queue: 2/" not in statuses[0], statuses[0]  # the first job never waited behind another
 
 
 def test_extract_in_the_browser(app, browser, screenshots):

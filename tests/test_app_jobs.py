@@ -13,7 +13,6 @@ from zeroshot import PoseAnimatePipeline
 from zeroshot.app import jobs
 from zeroshot.app.models import AppModels
 from zeroshot.errors import ZeroshotError
-from zeroshot.pacm import PACMSettings
 from zeroshot.poseanimate import prepare_source
 from zeroshot.poses import PoseSequence, load_poses
 from zeroshot.poses.preview import overlay_poses
@@ -98,7 +97,9 @@ def test_animate_writes_video_poses_and_report_that_agree(models, tmp_path):
     assert figures["unet_forward"] == sum(stage["forward"] for stage in report["stages"].values())
     assert figures["stages"]["generation"]["forward"] == 2 * report["frames"] * 2  # guidance branches x frames x steps
     table = jobs.figures_markdown(figures)
-    assert f"| generation | {report['stages']['generation']['seconds']:.2f} | {2 * report['frames'] * 2} | 0 |" in table
+    assert (
+        f"| generation | {report['stages']['generation']['seconds']:.2f} | {2 * report['frames'] * 2} | 0 |" in table
+    )
     assert f"**{report['frames']} frames** (2 transition)" in table
 
 

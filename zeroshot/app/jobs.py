@@ -328,7 +328,9 @@ def edit(
     if options.jump_cut is None and not video_path:
         raise ZeroshotError("Give the video to edit, or choose jump-cut mode (a transition between the two frames).")
     if options.jump_cut is not None and video_path:
-        raise ZeroshotError("Jump-cut mode makes a transition from the start to the end frame alone; remove the video.")
+        raise ZeroshotError(
+            "Jump-cut mode makes a transition from the start to the end frame alone; remove the video."
+        )
     if options.steps < 1:
         raise ZeroshotError(f"Steps must be at least 1, got {options.steps}.")
     if options.fps <= 0:
@@ -367,4 +369,3 @@ def edit(
         "seconds": result.seconds,
     }
     return out, write_json(out.with_name("edited.report.json"), report)
-
