@@ -1,8 +1,9 @@
 """The browser app (`scripts/app.py`) driven in a real headless Chromium (Debian's `chromium` and `chromium-driver`,
 through Selenium), serving the tiny random models saved to folders and loaded by the real loader.
 
-Screenshots of every state go to the test's temporary folder (`SCREENSHOTS`, printed). Under CI (`CI=true`) a
-missing browser fails the tests: `.ci/run` installs it.
+Screenshots of every state go to the test's temporary folder (printed with `-s`); with ZEROSHOT_APP_SCREENSHOT=PATH
+the result's goes to PATH too, small (the README's `docs/app.png`). Under CI (`CI=true`) a missing browser fails the
+tests: `.ci/run` installs it.
 """
 
 import json
@@ -25,9 +26,6 @@ from zeroshot.video import read_video
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = ROOT / "zeroshot" / "assets" / "astronaut.jpg"
 POSES = ROOT / "zeroshot" / "assets" / "wave.json"
-#: The committed screenshot the README shows (written by `test_animate_in_the_browser` when ZEROSHOT_APP_SCREENSHOT
-#: names this path).
-README_SCREENSHOT = ROOT / "docs" / "app.png"
 SIZE = 64
 STEPS = 3
 TRANSITION = 2
@@ -264,8 +262,9 @@ def test_animate_in_the_browser(app, browser, screenshots):
     _check_animation(paths, frames)
     chrome.save_screenshot(screenshots / "6-second-run.png")
     assert log.read_text().count("loading models:") == 1
-    if os.environ.get("ZEROSHOT_APP_SCREENSHOT"):  # the README's picture, kept small: 256 colours
+    if os.environ.get("ZEROSHOT_APP_SCREENSHOT"):  # the README's picture, kept small: 5/7 scale, 256 colours
         shot = Image.open(screenshots / "4-result.png").convert("RGB")
+        shot = shot.resize((shot.width * 5 // 7, shot.height * 5 // 7), Image.LANCZOS)
         shot.quantize(256).save(os.environ["ZEROSHOT_APP_SCREENSHOT"], optimize=True)
 
 
