@@ -56,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     if not 0 <= args.port <= 65535:
         raise ZeroshotError(f"--port must be within 0-65535, got {args.port}.")
+    _check_address(args.host, args.port)
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="zeroshot-app-"))
     try:
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -80,12 +81,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     app = build_app(models, work_dir)
     logger.info("runs are written to %s", work_dir)
+    app.queue(default_concurrency_limit=1).launch(
+        server_name=args.host, server_port=args.port, allowed_paths=[str(work_dir)], inbrowser=False
+    )
+
+
+def _check_address(host: str, port: int) -> None:
+    """Checks, before the models load, that the server will be able to listen on `host:port`."""
+    import socket
+
+    from zeroshot.errors import ZeroshotError
+
     try:
-        app.queue(default_concurrency_limit=1).launch(
-            server_name=args.host, server_port=args.port, allowed_paths=[str(work_dir)], inbrowser=False
-        )
+        with socket.create_server((host, port)):
+            pass
     except OSError as error:  # the port is taken, or the address is not this machine's
-        raise ZeroshotError(f"Cannot listen on {args.host}:{args.port}: {error}") from error
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        raise ZeroshotError(f"Cannot listen on {host}:{port}: {reason}; choose another --port or --host.") from error
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@ animates, every input is checked before the models are touched, files and figure
 checkpoint is loaded once, and the pose overlay blends as documented."""
 
 import json
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -155,3 +158,23 @@ def test_edit_jump_cut_loads_the_checkpoint_once(models, tmp_path):
     with pytest.raises(ZeroshotError, match="does not exist"):
         jobs.edit(Untouchable(), None, tmp_path / "start.png", tmp_path / "end.png", str(tmp_path / "none"),
                   options, tmp_path)  # fmt: skip
+
+
+def test_app_script_refuses_a_taken_port_before_loading_anything(tmp_path):
+    """`scripts/app.py` checks its address first: one `error:` line, exit status 2, and no torch imported."""
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = sys.argv[1:]\n"
+        "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+        "except SystemExit as exit:\n    print('status', exit.code, sorted({'torch', 'gradio'} & set(sys.modules)))"
+    )
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        script = str(ASSETS.parents[1] / "scripts" / "app.py")
+        argv = [sys.executable, "-c", code, script, "--port", str(port), "--work-dir", str(tmp_path / "runs")]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "status 2 []", result
+    assert (
+        result.stderr
+        == f"error: Cannot listen on 127.0.0.1:{port}: Address already in use; choose another --port or --host.\n"
+    )
