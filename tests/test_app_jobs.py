@@ -178,3 +178,11 @@ def test_app_script_refuses_a_taken_port_before_loading_anything(tmp_path):
         result.stderr
         == f"error: Cannot listen on 127.0.0.1:{port}: Address already in use; choose another --port or --host.\n"
     )
+
+
+def test_extract_checks_its_inputs(tmp_path):
+    with pytest.raises(ZeroshotError, match=r"Smoothing must be 0 \(off\) or a positive number of frames, got -1"):
+        jobs.extract(sample_video_path("carphone"), -1.0, tmp_path)
+    with pytest.raises(ZeroshotError, match=r"Give a video of a person first\."):
+        jobs.extract(None, 0.0, tmp_path)
+    assert not any(tmp_path.iterdir())
