@@ -24,8 +24,6 @@ from .models import AppModels
 
 if TYPE_CHECKING:
     from ..pacm import PACMSettings
-    from ..poseanimate import SourceInputs
-    from ..poses import PataResult
 
 #: The decoupling choices of the page: mask-guided decoupling as the scripts' default, the paper's, or none.
 DECOUPLING_CHOICES = ("exclusive", "literal", "off")
@@ -121,19 +119,6 @@ def _input_path(path: str | os.PathLike | None, what: str) -> Path:
     return Path(path)
 
 
-def _aligned_poses(
-    image_path: str | os.PathLike | None, poses_path: str | os.PathLike | None, options: AnimateOptions
-) -> tuple[SourceInputs, PataResult]:
-    """The source (fitted to the output, without a mask) and the target poses aligned to it, with transition."""
-    from ..poseanimate import prepare_source
-
-    options.check()
-    image = load_image(_input_path(image_path, "an image of the character"))
-    poses = require_keypoints(load_poses(_input_path(poses_path, "the poses (a video or a JSON file)")))
-    source = prepare_source(image, options.width, options.height, mask=None)
-    return source, pose_alignment_transition(source.pose, poses, transition_frames=options.transition_frames)
-
-
 def preview_poses(
     image_path: str | os.PathLike | None, poses_path: str | os.PathLike | None, options: AnimateOptions
 ) -> np.ndarray:
@@ -143,7 +128,13 @@ def preview_poses(
     Returns:
         `np.ndarray`: `uint8` frames `[frames, height, width, 3]`; frame 0 shows the image's own pose.
     """
-    source, aligned = _aligned_poses(image_path, poses_path, options)
+    from ..poseanimate import prepare_source
+
+    options.check()
+    image = load_image(_input_path(image_path, "an image of the character"))
+    poses = require_keypoints(load_poses(_input_path(poses_path, "the poses (a video or a JSON file)")))
+    source = prepare_source(image, options.width, options.height, mask=None)
+    aligned = pose_alignment_transition(source.pose, poses, transition_frames=options.transition_frames)
     return overlay_poses(np.asarray(source.image), aligned.poses)
 
 
