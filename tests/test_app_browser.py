@@ -167,21 +167,25 @@ def _close_toasts(chrome):
     _wait(lambda: not _find(chrome, "[data-testid=toast-body]"), "the message to close")
 
 
-def _click_and_wait(chrome, button, output):
-    """Clicks `button`, then waits until the status of the element `output` has shown the job and hidden again."""
+def _click_and_wait(chrome, button, output, shot=None):
+    """Clicks `button`, then waits until the status of the element `output` has shown the job and hidden again;
+    `shot=(text, path)` saves a screenshot the first time the status shows `text`."""
     tracker = f"#{output} [data-testid=status-tracker]"
 
     def busy():
-        return any("hide" not in status.get_attribute("class") for status in _find(chrome, tracker))
+        statuses = [status for status in _find(chrome, tracker) if "hide" not in status.get_attribute("class")]
+        if shot and statuses and shot[0] in statuses[0].text and not shot[1].exists():
+            chrome.save_screenshot(shot[1])
+        return bool(statuses)
 
     _find(chrome, f"#{button}")[0].click()
     _wait(busy, f"{button}'s job to start")
     _wait(lambda: not busy(), f"{button}'s job to end")
 
 
-def _run_and_download(chrome):
+def _run_and_download(chrome, shot=None):
     """Clicks Run, waits for the video, then clicks the three download links; returns the downloaded paths."""
-    _click_and_wait(chrome, "run-button", "animation")
+    _click_and_wait(chrome, "run-button", "animation", shot)
     _wait(lambda: _find(chrome, "#animation video"), "the animation's video element")
     links = _wait(lambda: _find(chrome, "#downloads a[download]"), "the download links")
     names = [link.get_attribute("download") for link in links]
@@ -234,7 +238,7 @@ def test_animate_in_the_browser(app, browser, screenshots):
     chrome.save_screenshot(screenshots / "3-preview.png")
 
     # Run: the progress names the stages; then the video, the downloads and the figures.
-    paths = _run_and_download(chrome)
+    paths = _run_and_download(chrome, ("generation", screenshots / "4-progress.png"))
     chrome.save_screenshot(screenshots / "4-result.png")
     report = _check_animation(paths, frames)
     figures = _find(chrome, "#figures")[0].text
@@ -296,6 +300,8 @@ def test_waiting_users_see_their_place_in_the_queue(app, browser, screenshots):
     for tab in tabs:
         chrome.switch_to.window(tab)
         _element(chrome, "#run-button").click()
+    tracker = _element(chrome, "#animation [data-testid=status-tracker]")
+    _wait(lambda: "queue" in tracker.text or _find(chrome, "#animation video"), "the third user's status")
     chrome.save_screenshot(screenshots / "8-queue.png")
     statuses = []
     for tab in tabs:
