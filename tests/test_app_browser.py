@@ -255,6 +255,8 @@ def test_animate_in_the_browser(app, browser, screenshots):
     _find(chrome, "#run-button")[0].click()
     message = _wait(lambda: _toast(chrome), "the error message")
     assert "broken.json' is not valid JSON" in message and "Traceback" not in message
+    opaque = "return getComputedStyle(document.querySelector('[data-testid=toast-body]')).opacity === '1'"
+    _wait(lambda: chrome.execute_script(opaque), "the message to fade in")  # for the screenshot
     chrome.save_screenshot(screenshots / "5-error.png")
     _close_toasts(chrome)
 
