@@ -255,7 +255,7 @@ def test_importing_every_module_never_imports_torchvision():
     assert "imports: [] loaded: False" in result.stdout
 
 
-@pytest.mark.parametrize("script", ["animate.py", "evaluate.py", "extract_poses.py", "benchmark.py"])
+@pytest.mark.parametrize("script", ["animate.py", "evaluate.py", "extract_poses.py", "benchmark.py", "app.py"])
 def test_script_help_teaches_without_loading_torch(script):
     """`--help` (and every input error found before the models load) must not pay for torch and diffusers."""
     path = Path(__file__).parents[1] / "scripts" / script
