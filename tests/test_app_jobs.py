@@ -153,8 +153,11 @@ def test_app_script_refuses_a_taken_port_before_loading_anything(tmp_path):
 
 
 def test_extract_checks_its_inputs(tmp_path):
-    with pytest.raises(ZeroshotError, match=r"Smoothing must be 0 \(off\) or a positive number of frames, got -1"):
-        jobs.extract(sample_video_path("carphone"), -1.0, tmp_path)
+    message = r"The longest gap to fill must be 0 \(none\) or a positive number of seconds, got "
+    with pytest.raises(ZeroshotError, match=message + "-1"):
+        jobs.extract(sample_video_path("carphone"), -1.0, True, tmp_path)
+    with pytest.raises(ZeroshotError, match=message + "nan"):
+        jobs.extract(sample_video_path("carphone"), float("nan"), True, tmp_path)
     with pytest.raises(ZeroshotError, match=r"Give a video of a person first\."):
-        jobs.extract(None, 0.0, tmp_path)
+        jobs.extract(None, 0.25, True, tmp_path)
     assert not any(tmp_path.iterdir())

@@ -255,21 +255,28 @@ class ExtractionFiles:
     summary: str
 
 
-def extract(video_path: str | os.PathLike | None, smoothing: float, out_dir: str | os.PathLike) -> ExtractionFiles:
-    """Extracts a person's poses from a video with mediapipe, as `scripts/extract_poses.py` does, into
-    `out_dir/poses.json`, with `out_dir/poses_preview.mp4` showing them over the video."""
-    from ..poses import extract_poses, make_detector
+def extract(
+    video_path: str | os.PathLike | None, max_gap_seconds: float, smooth: bool, out_dir: str | os.PathLike
+) -> ExtractionFiles:
+    """Extracts and repairs a person's poses from a video with mediapipe, as `scripts/extract_poses.py` does, into
+    `out_dir/poses.json` (with `out_dir/poses.report.json`), and `out_dir/poses_preview.mp4` showing them over the
+    video with repaired and filled joints marked."""
+    from ..poses import RepairSettings, extract_poses, make_detector
 
-    if smoothing < 0:
-        raise ZeroshotError(f"Smoothing must be 0 (off) or a positive number of frames, got {smoothing}.")
+    if not max_gap_seconds >= 0:
+        raise ZeroshotError(
+            f"The longest gap to fill must be 0 (none) or a positive number of seconds, got {max_gap_seconds}."
+        )
+    repair = RepairSettings(max_gap_seconds=max_gap_seconds, smooth=smooth)
     path = _input_path(video_path, "a video of a person")
     video = read_video(path)
     with make_detector("mediapipe", video=True) as detector:
-        extraction = extract_poses(video, detector, smoothing=smoothing, source=path.name)
+        extraction = extract_poses(video, detector, repair=repair, source=path.name)
     out = Path(out_dir)
     poses_file, preview_file = out / "poses.json", out / "poses_preview.mp4"
     write_openpose_json(extraction.poses, poses_file)
-    write_video(overlay_poses(video.frames, extraction.poses), preview_file, video.fps)
+    write_json(out / "poses.report.json", {"poses": str(poses_file), **extraction.report()})
+    write_video(overlay_poses(video.frames, extraction.poses, marks=extraction.marks), preview_file, video.fps)
     return ExtractionFiles(poses_file, preview_file, extraction.summary())
 
 
@@ -334,6 +341,7 @@ def edit(
         load_image(_input_path(start_path, "the edited start frame")),
         load_image(_input_path(end_path, "the edited end frame")),
         video,
+        condition=None if video is None else config.condition,
     )
     if video is not None:
         landmarks = detect_landmarks(config.condition, video.frames)
@@ -356,6 +364,8 @@ def edit(
         "checkpoint_config": json.loads(config.to_json()),
         "frames": len(result.video),
         "fps": result.video.fps,
+        "crop": config.crop,
+        "crop_boxes": result.crop_boxes.tolist(),
         "grids": len(result.schedule),
         "seconds": result.seconds,
     }

@@ -17,6 +17,7 @@ import gradio as gr
 
 from ..errors import ZeroshotError
 from ..pacm.settings import PACM_MODES, PACMSettings
+from ..poses import RepairSettings
 from . import jobs
 from .models import AppModels
 
@@ -274,9 +275,13 @@ def _extract_tab(run_folder: Callable[[], Path]) -> None:
         with gr.Row():
             with gr.Column():
                 extract_video = gr.File(label="Video of a person", elem_id="extract-video")
-                smoothing = gr.Number(
-                    value=0.0, minimum=0, label="Smoothing over time (frames; 0: off)", elem_id="extract-smoothing"
+                max_gap = gr.Number(
+                    value=RepairSettings.max_gap_seconds,
+                    minimum=0,
+                    label="Longest gap of a joint to fill (seconds; 0: none)",
+                    elem_id="extract-max-gap",
                 )
+                smooth = gr.Checkbox(value=True, label="One-Euro smoothing after repair", elem_id="extract-smooth")
                 extract_button = gr.Button("Extract", variant="primary", elem_id="extract-button")
             with gr.Column():
                 extracted = gr.Video(label="Extracted poses over the video", elem_id="extracted", interactive=False)
@@ -284,14 +289,16 @@ def _extract_tab(run_folder: Callable[[], Path]) -> None:
                 extract_summary = gr.Markdown(elem_id="extract-summary")
 
     @_shown_to_user
-    def on_extract(video_path: str | None, sigma: float | None, progress: gr.Progress = STAGE_PROGRESS) -> tuple:
+    def on_extract(
+        video_path: str | None, gap: float | None, smoothing: bool, progress: gr.Progress = STAGE_PROGRESS
+    ) -> tuple:
         progress(0, desc="reading the video")
-        files = jobs.extract(video_path, 0.0 if sigma is None else float(sigma), run_folder())
+        files = jobs.extract(video_path, 0.0 if gap is None else float(gap), smoothing, run_folder())
         return str(files.preview), str(files.poses), files.summary
 
     extract_button.click(
         on_extract,
-        [extract_video, smoothing],
+        [extract_video, max_gap, smooth],
         [extracted, extract_files, extract_summary],
         concurrency_id=MODEL_QUEUE,
         concurrency_limit=1,
