@@ -64,6 +64,7 @@ def _lambdas(text: str) -> tuple[float, float, float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from zeroshot.face.arguments import add_face_arguments
     from zeroshot.pacm import add_pacm_arguments
 
     parser = argparse.ArgumentParser(
@@ -142,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sam extra), or a mask image file, white on the character (default: %(default)s)",
     )
     inputs.add_argument("--sam-checkpoint", type=Path, help="Segment Anything checkpoint, for --mask sam")
+    add_face_arguments(parser)
     add_pacm_arguments(parser)
     add_model_arguments(parser)
     return parser
@@ -157,10 +159,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     from zeroshot.atomic import write_json
     from zeroshot.cli import load_components_from_args
     from zeroshot.errors import ZeroshotError
+    from zeroshot.face import check_source_face
+    from zeroshot.face.arguments import face_refinement_from_args
     from zeroshot.masks import MASK_METHODS, load_mask
     from zeroshot.pacm import pacm_cache_dir_from_args, pacm_settings_from_args
     from zeroshot.poseanimate import PoseAnimatePipeline, prepare_source
-    from zeroshot.poses import load_poses, load_source_pose, write_openpose_json
+    from zeroshot.poses import load_poses, load_source_pose, require_keypoints, write_openpose_json
     from zeroshot.video import check_output_path, load_image, output_kind, write_video
 
     # 1. Everything about the inputs is checked, and the source's pose and mask found, before any model loads.
@@ -173,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.mask == "sam" and args.sam_checkpoint is None:
         raise ZeroshotError("--mask sam needs --sam-checkpoint PATH (a Segment Anything checkpoint).")
     settings = pacm_settings_from_args(args)
+    face_refinement = face_refinement_from_args(args)
     image = load_image(args.image)
     poses = load_poses(args.poses, size=args.pose_size)
     decoupling = None if args.no_decoupling else ("literal" if args.literal_decoupling else "exclusive")
@@ -181,6 +186,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         mask = args.mask if args.mask in MASK_METHODS else load_mask(args.mask, image.size)
     source_pose = load_source_pose(args.source_pose, image.size) if args.source_pose else None
     source = prepare_source(image, width, height, pose=source_pose, mask=mask, sam_checkpoint=args.sam_checkpoint)
+    if face_refinement is not None:
+        require_keypoints(poses, "used for --refine-face (it finds each frame's face in its keypoints)")
+        check_source_face(source.pose, face_refinement.min_face_size)
     try:
         args.out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -213,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             source=source,
             cache_dir=pacm_cache_dir_from_args(args),
             accelerate_state=accelerate_state,
+            face_refinement=face_refinement,
         )
     finally:
         # The pipeline's last collective is inside PACM: every process ends the group as soon as the call returns
