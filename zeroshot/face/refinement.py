@@ -53,6 +53,8 @@ class FaceRefinementResult:
         refined_frames (`list[int]`): the frames whose faces were refined (0, the source, first).
         crops (`np.ndarray`): `uint8` `[len(refined_frames), face_size, face_size, 3]` the refined crops, before
             paste-back (empty at strength 0).
+        latents (`torch.Tensor`): `[len(refined_frames), 4, face_size / 8, face_size / 8]` their latents (empty at
+            strength 0).
         skipped_frames (`dict[str, list[int]]`): frames left as they were: `"no_face"`, `"too_small"`.
         stages (`dict[str, dict]`): per stage of `FACE_STAGES`: UNet forward and backward evaluations, seconds.
         seconds (`float`): wall time of the whole pass.
@@ -62,6 +64,7 @@ class FaceRefinementResult:
     boxes: FaceBoxes
     refined_frames: list[int]
     crops: np.ndarray
+    latents: torch.Tensor
     skipped_frames: dict[str, list[int]]
     stages: dict[str, dict] = field(default_factory=dict)
     seconds: float = 0.0
@@ -153,8 +156,9 @@ def refine_faces(
     size = settings.face_size
     num_steps = settings.num_steps(pacm_settings.num_inference_steps)
     if num_steps == 0:
-        empty = np.zeros((0, size, size, 3), np.uint8)
-        return FaceRefinementResult(frames.copy(), boxes, chosen, empty, skipped, {}, time.perf_counter() - started)
+        crops, latents = np.zeros((0, size, size, 3), np.uint8), torch.zeros(0, 4, size // 8, size // 8)
+        seconds = time.perf_counter() - started
+        return FaceRefinementResult(frames.copy(), boxes, chosen, crops, latents, skipped, {}, seconds)
 
     # Crops of the source (frame 0 of the pass) and of the generated frames, their poses and masks.
     crops = np.stack(
@@ -229,7 +233,8 @@ def refine_faces(
         on_canvas = uncrop_image(refined_crops[position], boxes, frame, (width, height))
         result[frame] = paste_face(frames[frame], on_canvas, paste_mask(poses, boxes, frame))
     stages = {**{name: pacm.stats[name].to_dict() for name in FACE_STAGES[:2]}, **counter.to_dict()}
-    return FaceRefinementResult(result, boxes, chosen, refined_crops, skipped, stages, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return FaceRefinementResult(result, boxes, chosen, refined_crops, refined.cpu(), skipped, stages, seconds)
 
 
 def _crop_mask(mask: np.ndarray, boxes: FaceBoxes, frame: int, size: int, latent_size: tuple[int, int]) -> np.ndarray:
