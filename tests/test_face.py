@@ -206,6 +206,34 @@ def test_windowed_equals_one_batch(tiny_components, refined, animation):
     assert (alone.latents[1:] - refined.latents[1:]).abs().max() > 100 * 1e-5
 
 
+def test_frames_without_a_face_are_skipped_and_left_as_they_are(tiny_components, animation):
+    import dataclasses
+
+    from zeroshot.face.refinement import refine_faces
+
+    result, source, prompt, masks = animation
+    body = result.poses.body.copy()
+    body[2, [JOINT[name] for name in ("nose", "right_eye", "left_eye", "right_ear", "left_ear")]] = 0.0
+    poses = dataclasses.replace(result.poses, body=body)
+    settings = FaceRefinement(strength=0.6, face_size=FACE_SIZE)
+    pacm_settings = PACMSettings(mode="direct", num_inference_steps=STEPS)
+    refined = refine_faces(
+        tiny_components,
+        result.frames,
+        source,
+        poses,
+        prompt,
+        settings,
+        pacm_settings,
+        masks=masks,
+        show_progress=False,
+    )
+    assert refined.skipped_frames == {"no_face": [2], "too_small": []} and refined.boxes.to_list()[2] is None
+    assert refined.refined_frames == [0, 1, 3, 4] and len(refined.crops) == 4
+    np.testing.assert_array_equal(refined.frames[2], result.frames[2])
+    assert (refined.frames[3] != result.frames[3]).any()
+
+
 def test_refinement_costs_are_reported(refined):
     # 5 DDIM steps: the source crop's inversion (5) and direct-mode source stage (2 x 5), then int(0.6 * 5) = 3
     # guided steps for each of the 5 crops.
