@@ -206,14 +206,18 @@ def test_windowed_equals_one_batch(tiny_components, refined, animation):
     assert (alone.latents[1:] - refined.latents[1:]).abs().max() > 100 * 1e-5
 
 
-def test_frames_without_a_face_are_skipped_and_left_as_they_are(tiny_components, animation):
+def test_frames_without_a_face_or_with_a_tiny_one_are_skipped_and_left_as_they_are(tiny_components, animation):
     import dataclasses
 
     from zeroshot.face.refinement import refine_faces
 
     result, source, prompt, masks = animation
     body = result.poses.body.copy()
-    body[2, [JOINT[name] for name in ("nose", "right_eye", "left_eye", "right_ear", "left_ear")]] = 0.0
+    head = [JOINT[name] for name in ("nose", "right_eye", "left_eye", "right_ear", "left_ear")]
+    body[3, head] = 0.0
+    # Frame 4 (alone in its run, so not smoothed with others): the head 4 pixels above the neck, a 3-pixel face.
+    body[4, head] = 0.0
+    body[4, JOINT["nose"]] = (body[4, JOINT["neck"], 0], body[4, JOINT["neck"], 1] - 4 / SIZE, 1.0)
     poses = dataclasses.replace(result.poses, body=body)
     settings = FaceRefinement(strength=0.6, face_size=FACE_SIZE)
     pacm_settings = PACMSettings(mode="direct", num_inference_steps=STEPS)
@@ -228,10 +232,25 @@ def test_frames_without_a_face_are_skipped_and_left_as_they_are(tiny_components,
         masks=masks,
         show_progress=False,
     )
-    assert refined.skipped_frames == {"no_face": [2], "too_small": []} and refined.boxes.to_list()[2] is None
-    assert refined.refined_frames == [0, 1, 3, 4] and len(refined.crops) == 4
-    np.testing.assert_array_equal(refined.frames[2], result.frames[2])
-    assert (refined.frames[3] != result.frames[3]).any()
+    assert refined.skipped_frames == {"no_face": [3], "too_small": [4]} and refined.boxes.to_list()[3] is None
+    assert refined.refined_frames == [0, 1, 2] and len(refined.crops) == 3
+    np.testing.assert_array_equal(refined.frames[3:], result.frames[3:])
+    assert (refined.frames[2] != result.frames[2]).any()
+
+
+def test_bad_face_settings_are_refused_before_any_work(tiny_components, animation):
+    from zeroshot import PoseAnimatePipeline
+    from zeroshot.video import load_image
+
+    with pytest.raises(ValueError, match=r"strength must lie in \[0, 1\], got 1.5"):
+        FaceRefinement(strength=1.5)
+    with pytest.raises(ValueError, match=r"face_size must be a positive multiple of 8 .* got 500"):
+        FaceRefinement(face_size=500)
+    pipe = PoseAnimatePipeline.from_components(tiny_components)
+    with pytest.raises(ValueError, match="face_refinement works on decoded frames: use output_type='np'"):
+        pipe(load_image(IMAGE), load_poses(POSES), output_type="latent", face_refinement=FaceRefinement())
+    with pytest.raises(ZeroshotError, match=r"only 13 pixels across at the output size 64x64"):
+        pipe(load_image(IMAGE), load_poses(POSES), height=64, width=64, face_refinement=FaceRefinement())
 
 
 def test_refinement_costs_are_reported(refined):
