@@ -30,7 +30,7 @@ from ..components import ModelComponents
 from ..generation import generate_latents
 from ..imaging import decode_latents, encode_latents, to_model_tensor
 from ..masks import resize_mask
-from ..pacm import DDIMSchedule, EvaluationCounter, PACMSettings, run_pacm
+from ..pacm import DDIMSchedule, EvaluationCounter, PACMResult, PACMSettings, run_pacm
 from ..pacm.cache import cache_key
 from ..pacm.denoiser import ControlledDenoiser
 from ..poses import PoseSequence
@@ -192,24 +192,9 @@ def refine_faces(
     # SDEdit: the last `num_steps` steps, from the crops re-noised with the source crop's own noise at that timestep.
     schedule = DDIMSchedule.from_scheduler(components.scheduler, pacm_settings.num_inference_steps)
     first = len(schedule) - num_steps
-    alpha = float(schedule.alphas[first])
-    start = pacm.latents[num_steps].to(device)
-    noise = (start - alpha**0.5 * latents[0]) / (1.0 - alpha) ** 0.5
-    initial = alpha**0.5 * latents + (1.0 - alpha) ** 0.5 * noise
-    initial[0] = start  # exactly on the source crop's trajectory
+    initial = _renoised(latents.to(device), pacm.latents[num_steps].to(device), float(schedule.alphas[first]))
     tail = DDIMSchedule(schedule.timesteps[first:], schedule.alphas[first:], schedule.alphas_prev[first:])
-    frame_masks = None if crop_masks is None else crop_masks[1:, None].expand(-1, num_steps, -1, -1)
-    offsets = pacm.source_offsets
-    tail_pacm = dataclasses.replace(
-        pacm,
-        timesteps=pacm.timesteps[first:],
-        source_embeddings=pacm.source_embeddings[first:],
-        frame_embeddings=None,  # every crop takes the source crop's embeddings: the pass starts from each frame
-        source_offsets=None if offsets is None else offsets[first:],
-        attention_maps=None,
-        masks=frame_masks,
-        num_frames=len(chosen) - 1,
-    )
+    tail_pacm = _from_step(pacm, first, len(chosen), crop_masks)
     counter = EvaluationCounter(stages=("generation",))
     denoiser = ControlledDenoiser(components, counter, pacm_settings.controlnet_conditioning_scale)
     with counter.stage("generation"):
@@ -235,6 +220,34 @@ def refine_faces(
     stages = {**{name: pacm.stats[name].to_dict() for name in FACE_STAGES[:2]}, **counter.to_dict()}
     seconds = time.perf_counter() - started
     return FaceRefinementResult(result, boxes, chosen, refined_crops, refined.cpu(), skipped, stages, seconds)
+
+
+def _renoised(latents: torch.Tensor, source_start: torch.Tensor, alpha: float) -> torch.Tensor:
+    """SDEdit's start, without random numbers: every crop's latent (`latents[0]` the source crop's) at the cumulative
+    alpha `alpha`, with the noise that brings the source crop's latent to `source_start`, its inversion at that
+    timestep. The source crop starts exactly at `source_start`."""
+    noise = (source_start - alpha**0.5 * latents[0]) / (1.0 - alpha) ** 0.5
+    initial = alpha**0.5 * latents + (1.0 - alpha) ** 0.5 * noise
+    initial[0] = source_start
+    return initial
+
+
+def _from_step(pacm: PACMResult, first: int, num_crops: int, crop_masks: torch.Tensor | None) -> PACMResult:
+    """The source crop's PACM result from sampling step `first` on, for `num_crops` crops (the source's first): the
+    source crop's embeddings (and direct mode's offsets) for every crop, since each starts from its own frame, and
+    each crop's character mask (`crop_masks`, `[num_crops, h, w]`) at every step."""
+    num_steps = len(pacm.timesteps) - first
+    offsets = pacm.source_offsets
+    return dataclasses.replace(
+        pacm,
+        timesteps=pacm.timesteps[first:],
+        source_embeddings=pacm.source_embeddings[first:],
+        frame_embeddings=None,
+        source_offsets=None if offsets is None else offsets[first:],
+        attention_maps=None,
+        masks=None if crop_masks is None else crop_masks[1:, None].expand(-1, num_steps, -1, -1),
+        num_frames=num_crops - 1,
+    )
 
 
 def _crop_mask(mask: np.ndarray, boxes: FaceBoxes, frame: int, size: int, latent_size: tuple[int, int]) -> np.ndarray:
