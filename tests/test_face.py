@@ -154,6 +154,24 @@ def test_crop_then_uncrop_puts_every_pixel_back_in_place(astronaut_face, size):
     assert np.abs(crop[int(v), int(u)].astype(int) - photo[int(nose[1]), int(nose[0])].astype(int)).max() < 40
 
 
+def test_crop_poses_land_where_the_crop_of_the_rendered_pose_draws_them(astronaut_face):
+    """The nose (drawn in pure red) of the pose moved into the crop sits where the crop of the full-canvas rendering
+    shows it; the eyes stay on their sides, and a shoulder outside the crop is missing."""
+    from zeroshot.face.crops import crop_poses
+
+    _, pose, boxes = astronaut_face
+    cropped = crop_poses(pose, boxes, [0], 128)
+    drawn = crop_image(pose.render()[0], boxes, 0, 128, nearest=True)
+    ys, xs = np.nonzero((drawn == (255, 0, 0)).all(-1))
+    assert len(xs) > 10
+    np.testing.assert_allclose(cropped.pixels()[0, JOINT["nose"]], (xs.mean() + 0.5, ys.mean() + 0.5), atol=1.5)
+    assert cropped.size == (128, 128) and cropped.visible[0, JOINT["nose"]]
+    right, left = cropped.pixels()[0, JOINT["right_eye"], 0], cropped.pixels()[0, JOINT["left_eye"], 0]
+    assert right < left  # the person faces the camera: their right eye is on the picture's left
+    shoulder = JOINT["right_shoulder"]
+    assert pose.visible[0, shoulder] and not cropped.visible[0, shoulder]  # outside the crop: missing
+
+
 def test_paste_back_matches_colour_at_the_seam_and_keeps_the_outside(astronaut_face):
     from zeroshot.face.crops import paste_face
 
