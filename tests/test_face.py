@@ -172,6 +172,22 @@ def test_crop_poses_land_where_the_crop_of_the_rendered_pose_draws_them(astronau
     assert pose.visible[0, shoulder] and not cropped.visible[0, shoulder]  # outside the crop: missing
 
 
+def test_paste_mask_follows_the_face_hull_when_there_are_face_points():
+    """Face points on an ellipse of semi-axes 20 x 25 pixels: the mask is the hull grown by 15%, its feathered edge
+    (weight one half) at 23 pixels from the centre, and 0 beyond the feather and outside the box."""
+    angles = np.linspace(0, 2 * np.pi, 70, endpoint=False)
+    face = np.zeros((1, 70, 3))
+    face[0, :, 0], face[0, :, 1], face[0, :, 2] = (
+        (100 + 20 * np.cos(angles)) / 200,
+        (50 + 25 * np.sin(angles)) / 100,
+        1,
+    )
+    poses = PoseSequence(np.zeros((1, 18, 3)), size=(200, 100), face=face)
+    weight = paste_mask(poses, face_boxes(poses, smoothing=0), 0)
+    assert weight[50, 100] == pytest.approx(1.0, abs=1e-4) and weight[50, 123] == pytest.approx(0.5, abs=0.08)
+    assert weight[50, 77] == pytest.approx(0.5, abs=0.08) and weight[50, 133:].max() == 0 and weight[:, :67].max() == 0
+
+
 def test_paste_back_matches_colour_at_the_seam_and_keeps_the_outside(astronaut_face):
     from zeroshot.face.crops import paste_face
 
