@@ -68,6 +68,7 @@ def _lambdas(text: str) -> tuple[float, float, float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from zeroshot.face.arguments import add_face_arguments
     from zeroshot.pacm import add_pacm_arguments
 
     parser = argparse.ArgumentParser(
@@ -160,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw the aligned poses (with the transition) over the source image to a .png contact sheet or a .mp4 or "
         ".gif (plus its contact sheet), then stop: no model is loaded",
     )
+    add_face_arguments(parser)
     add_pacm_arguments(parser)
     add_model_arguments(parser)
     return parser
@@ -175,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     from zeroshot.atomic import write_json
     from zeroshot.cli import load_components_from_args
     from zeroshot.errors import ZeroshotError
+    from zeroshot.face import check_source_face
+    from zeroshot.face.arguments import face_refinement_from_args
     from zeroshot.masks import MASK_METHODS, load_mask
     from zeroshot.pacm import pacm_cache_dir_from_args, pacm_settings_from_args
     from zeroshot.poseanimate import PoseAnimatePipeline, prepare_source
@@ -184,6 +188,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         load_poses,
         load_source_pose,
         make_detector,
+        require_keypoints,
         write_openpose_json,
     )
     from zeroshot.video import check_output_path, load_image, output_kind, write_video
@@ -200,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = pacm_settings_from_args(args)
     if args.preview_poses:
         check_preview_path(args.preview_poses)
+    face_refinement = face_refinement_from_args(args)
     image = load_image(args.image)
     with make_detector("mediapipe", video=True, face=args.face, hands=args.hands) as detector:
         poses = load_poses(args.poses, size=args.pose_size, detector=detector)
@@ -211,6 +217,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if source_pose is None and (args.face or args.hands):
         source_pose = detect_source_pose(image, face=args.face, hands=args.hands, name=str(args.image))
     source = prepare_source(image, width, height, pose=source_pose, mask=mask, sam_checkpoint=args.sam_checkpoint)
+    if face_refinement is not None:
+        require_keypoints(poses, "used for --refine-face (it finds each frame's face in its keypoints)")
+        check_source_face(source.pose, face_refinement.min_face_size)
     if args.preview_poses:
         _preview_poses(source, poses, args)
         return
@@ -246,6 +255,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             source=source,
             cache_dir=pacm_cache_dir_from_args(args),
             accelerate_state=accelerate_state,
+            face_refinement=face_refinement,
         )
     finally:
         # The pipeline's last collective is inside PACM: every process ends the group as soon as the call returns

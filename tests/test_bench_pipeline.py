@@ -45,9 +45,10 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 def test_benchmark_json_has_every_mode_and_window_with_exact_counts_and_equal_frames(tmp_path, capsys):
     output = tmp_path / "pipeline.json"
     argv = ["--frames", str(FRAMES), "--steps", str(STEPS), "--windows", ",".join(map(str, WINDOWS)), "--rounds", "1"]
+    argv += ["--refine-face", "0.5"]  # one of the two steps
     pipeline.main(_parse([*argv, "--modes", "paper,direct,negative-prompt", "--json", str(output)]))
     printed = capsys.readouterr().out
-    assert "Wall time per stage" in printed and "max |frame diff|" in printed
+    assert "Wall time per stage" in printed and "max |frame diff|" in printed and "Face refinement" in printed
     document = json.loads(output.read_text())
     runs = {(run["mode"], run["window"]): run for run in document["runs"]}
     assert set(runs) == {(mode, window) for mode in ("paper", "direct", "negative-prompt") for window in WINDOWS}
@@ -57,6 +58,11 @@ def test_benchmark_json_has_every_mode_and_window_with_exact_counts_and_equal_fr
         expected = _expected_evaluations(mode, stages["source"]["backward"])
         assert {name: (stages[name]["forward"], stages[name]["backward"]) for name in expected} == expected, mode
         assert 0 <= stages["source"]["backward"] <= SOURCE_INNER_STEPS * STEPS
+        # The face pass beside it: the source crop's inversion and direct-mode stage, then one guided step per crop.
+        face = run["face_refinement"]
+        base = sum(stage["forward"] + stage["backward"] for name, stage in stages.items() if name != "face_refinement")
+        assert face["face_evaluations"] == STEPS + 2 * STEPS + 2 * FRAMES and face["base_evaluations"] == base
+        assert face["evaluation_ratio"] == face["face_evaluations"] / base and 0 < face["seconds_ratio"]
         # Stages are disjoint parts of the run, so their times cannot add up to more than the run's.
         assert 0 < sum(run["stage_seconds"].values()) <= run["seconds"]
         # Windows change speed and memory only: the same frames to float round-off.

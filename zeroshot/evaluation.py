@@ -6,6 +6,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import ZeroshotError
+from .face.evaluation import FACE_METRICS, face_scores
 from .metrics import LPIPS, ClipImageEmbedder, clip_scores, pose_adherence, psnr, ssim, warping_error
 from .poses import PoseSequence, extract_poses, make_detector
 from .video import fit_image
@@ -18,6 +19,7 @@ OFFLINE_METRICS = (
     "pose_pck",
     "pose_keypoint_error",
     "pose_detected_fraction",
+    *FACE_METRICS,
 )
 
 
@@ -54,7 +56,8 @@ def evaluate_animation(
         clip ([`~zeroshot.metrics.ClipImageEmbedder`], *optional*): adds `clip_i` and `frame_consistency`.
 
     Returns:
-        `dict[str, float]`: `OFFLINE_METRICS`, plus the metrics of the weights given.
+        `dict[str, float]`: `OFFLINE_METRICS` (the face figures from [`~zeroshot.face.evaluation.face_scores`]), plus
+        the metrics of the weights given.
 
     Raises:
         [`~zeroshot.errors.ZeroshotError`]: the poses do not match the frames in number or aspect ratio.
@@ -82,6 +85,7 @@ def evaluate_animation(
         "pose_pck": adherence["pck"],
         "pose_keypoint_error": adherence["keypoint_error"],
         "pose_detected_fraction": adherence["detected_fraction"],
+        **face_scores(frames, reference, target_poses, detected),
     }
     if lpips is not None:
         later = frames[1:] if len(frames) > 1 else frames

@@ -42,6 +42,7 @@ def generate_latents(
     show_progress: bool = True,
     on_step: Callable[[int, int, torch.Tensor], torch.Tensor | None] | None = None,
     interrupted: Callable[[], bool] | None = None,
+    initial_latents: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Samples every frame of the animation and returns their latents `[frames, 4, h, w]` (float32).
 
@@ -66,6 +67,8 @@ def generate_latents(
         on_step (`Callable[[int, int, torch.Tensor], torch.Tensor | None]`, *optional*): called after every step
             with the step index, the timestep and the latents of all frames; it may return latents to continue from.
         interrupted (`Callable[[], bool]`, *optional*): asked after every step; `True` stops sampling there.
+        initial_latents (`torch.Tensor`, *optional*): `[frames, 4, h, w]` latents at `schedule`'s first timestep to
+            start every frame from, instead of `Z_T` (image-to-image, as the face refinement pass starts part-way).
     """
     num_frames = pacm.num_frames + 1
     if len(pose_images) != num_frames:
@@ -74,7 +77,14 @@ def generate_latents(
         if source_mask is None or pacm.masks is None:
             raise ValueError("Decoupling needs the source mask and PACM's character masks (run PACM with a subject).")
     device = denoiser.device
-    latents = pacm.latents[-1][None].to(device).repeat(num_frames, 1, 1, 1)
+    if initial_latents is None:
+        latents = pacm.latents[-1][None].to(device).repeat(num_frames, 1, 1, 1)
+    elif initial_latents.shape != (num_frames, *pacm.latents.shape[1:]):
+        raise ValueError(
+            f"initial_latents must be {[num_frames, *pacm.latents.shape[1:]]}, got {list(initial_latents.shape)}."
+        )
+    else:
+        latents = initial_latents.to(device, torch.float32).clone()
     state = CrossFrameState(mode="windows", latent_size=tuple(latents.shape[-2:]))
     processor = DualConsistencyAttnProcessor(
         lambdas=lambdas, cfg_chunks=2, state=state, decoupling=decoupling or "exclusive"

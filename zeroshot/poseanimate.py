@@ -28,6 +28,8 @@ from hooks import DualConsistencyAttnProcessor
 
 from .components import ModelComponents
 from .errors import ZeroshotError
+from .face import FaceRefinement, check_source_face
+from .face.refinement import refine_faces
 from .generation import generate_latents
 from .imaging import decode_latents, encode_latents, to_model_tensor
 from .masks import MASK_METHODS, character_mask, resize_mask
@@ -73,7 +75,8 @@ class PoseAnimateOutput:
         pose_images (`np.ndarray`): the `uint8` ControlNet pose images of every frame.
         num_transition (`int`): transition frames inserted by PATA.
         report (`dict`): settings, per-stage wall time and UNet evaluations, peak memory and frame-0 reconstruction
-            error, as `scripts/animate.py` writes it to `report.json`.
+            error, as `scripts/animate.py` writes it to `report.json`; with face refinement, its boxes and skipped
+            frames under `"face_refinement"`.
     """
 
     frames: np.ndarray | torch.Tensor
@@ -284,6 +287,7 @@ class PoseAnimatePipeline(DiffusionPipeline):
         callback_on_step_end: Callable[[PoseAnimatePipeline, int, int, dict], dict | None] | None = None,
         accelerate_state: object | None = None,
         output_type: str = "np",
+        face_refinement: FaceRefinement | None = None,
     ) -> PoseAnimateOutput | None:
         """Animates the character of `image` with `poses`.
 
@@ -322,12 +326,17 @@ class PoseAnimatePipeline(DiffusionPipeline):
             accelerate_state (`accelerate.PartialState`, *optional*): under `accelerate launch`, PACM's per-frame
                 stage is shared by the processes; the main process then generates, the others return `None`.
             output_type (`str`, *optional*, defaults to `"np"`): `"np"` for `uint8` frames, `"latent"` for latents.
+            face_refinement ([`~zeroshot.face.FaceRefinement`], *optional*): refine every frame's face with a second
+                pass on face crops (see [`~zeroshot.face.refinement.refine_faces`]); needs keypoint poses and
+                `output_type="np"`.
 
         Returns:
             [`PoseAnimateOutput`], or `None` on processes other than the main one.
         """
         settings = pacm_settings or PACMSettings()
         self._check_inputs(height, width, window, lambdas, decoupling, mask_method, output_type)
+        if face_refinement is not None and output_type != "np":
+            raise ValueError("face_refinement works on decoded frames: use output_type='np'.")
         subject = self._subject(prompt, subject, decoupling)
         self.interrupt = False
         mask_origin = mask_method if source is None else "given with the source"
@@ -340,6 +349,13 @@ class PoseAnimatePipeline(DiffusionPipeline):
                 elif source.image.size != (width, height):
                     raise ZeroshotError(f"The prepared source is {source.image.size}, the output {width}x{height}.")
                 frame_poses, pose_images, num_transition = self.prepare_poses(source.pose, poses, transition_frames)
+                if face_refinement is not None:
+                    if frame_poses is None:
+                        raise ZeroshotError(
+                            "Face refinement finds each frame's face in its keypoints, and rendered pose images have "
+                            "none: give keypoints (OpenPose JSON or a video), or leave out --refine-face."
+                        )
+                    check_source_face(source.pose, face_refinement.min_face_size)
             mask_latent = None
             if decoupling is not None:
                 with counter.stage("mask"):
@@ -405,7 +421,28 @@ class PoseAnimatePipeline(DiffusionPipeline):
                     round_trip = decode_latents(self.vae, pacm.latents[:1])[0]
                 reconstruction["frame0_psnr_vs_vae_round_trip"] = psnr(frames[0], round_trip)
                 reconstruction["frame0_psnr_vs_source"] = psnr(frames[0], pixels)
+            if face_refinement is not None:
+                masks = None if decoupling is None else [source.mask, *pacm.masks[:, -1].numpy()]
+                faces = refine_faces(
+                    self.components_view(),
+                    frames,
+                    pixels,
+                    frame_poses,
+                    embeddings,
+                    face_refinement,
+                    settings,
+                    masks=masks,
+                    lambdas=lambdas,
+                    decoupling=decoupling,
+                    window=window,
+                    cache_dir=cache_dir,
+                    cache_identity=identity,
+                    show_progress=show_progress,
+                )
+                frames = faces.frames
         stages = {**counter.to_dict(), **pacm.stats_dict()}
+        if face_refinement is not None:
+            stages["face_refinement"] = faces.stage_stats()
         if output_type != "np":
             del stages["decode"]
         if decoupling is None:
@@ -430,6 +467,8 @@ class PoseAnimatePipeline(DiffusionPipeline):
             reconstruction=reconstruction,
             interrupted=self.interrupt,
         )
+        if face_refinement is not None:
+            report["face_refinement"] = faces.report(face_refinement, settings.num_inference_steps)
         return PoseAnimateOutput(frames, frame_poses, pose_images, num_transition, report)
 
     # ---- helpers -------------------------------------------------------------------------------------------------
@@ -490,7 +529,8 @@ def _report(
     backward = sum(stage["backward"] for stage in stages.values())
     per_stage = {
         name: {"forward": stages[name]["forward"] / num_frames, "backward": stages[name]["backward"] / num_frames}
-        for name in UNET_STAGES
+        for name in (*UNET_STAGES, "face_refinement")
+        if name in stages
     }
     return {
         "settings": settings,
