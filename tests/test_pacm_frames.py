@@ -63,7 +63,7 @@ def test_optimization_step_stops_each_latent_on_its_own_loss_in_a_batch(tiny_com
     def run(settings, rows, inner_steps):
         return optimize_step(
             denoiser, schedule, 3, latents[rows], poses[rows], start[rows], prompt.unconditional, target,
-            settings, inner_steps, resample=False, stage="frames",
+            settings, inner_steps, optimizer="adam", learning_rate=5e-2, resample=False, stage="frames",
         )  # fmt: skip
 
     first = run(PACMSettings(learning_rate=5e-2), [0, 1, 2], 0)
