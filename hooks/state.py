@@ -93,7 +93,7 @@ class CrossFrameState:
 
     ```py
     >>> state = CrossFrameState(mode="windows", latent_size=(64, 64))
-    >>> processor = DualConsistencyAttnProcessor(state=state)
+    >>> processor = DualConsistencyAttnProcessor(cfg_chunks=2, state=state)
     >>> with install_attn_processors(unet, processor):
     ...     for step, t in enumerate(timesteps):
     ...         state.step, state.masks = step, masks[step]          # [num_frames, H, W]

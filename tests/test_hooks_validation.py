@@ -25,6 +25,10 @@ def _hard_masks(frames, seed=2):
     return (torch.rand(frames, *GRID, generator=torch.Generator().manual_seed(seed)) > 0.5).float()
 
 
+def _soft_masks(frames, seed=3):
+    return torch.rand(frames, *GRID, generator=torch.Generator().manual_seed(seed))
+
+
 @torch.no_grad()
 def _call(state, hidden, **kwargs):
     return DualConsistencyAttnProcessor(state=state, **kwargs)(_layer(), hidden)
@@ -35,7 +39,7 @@ def _call(state, hidden, **kwargs):
     [
         ((_hard_masks(3) * 255).to(torch.uint8), r"floating point in \[0, 1\] or bool, got torch.uint8"),
         (_hard_masks(3) * 255, r"values in \[0, 1\], got values from 0 to 255"),
-        (torch.rand(3, *GRID) * (1 + 1e-6) / torch.rand(3, *GRID).amax(), r"values in \[0, 1\]"),
+        (_soft_masks(3) / _soft_masks(3).max() * (1 + 1e-6), r"values in \[0, 1\], got values from .* to 1.00000095"),
         (_hard_masks(3).nextafter(torch.tensor(2.0)), r"values in \[0, 1\], got values from .* to 1.00000012"),
         (_hard_masks(3) - 1e-3, r"values in \[0, 1\], got values from -0.001"),
     ],
