@@ -135,13 +135,12 @@ def _frame_zero_errors(components, prompt, step_counts: list[int]) -> None:
     latent = encode_latents(components.vae, image.to(device))
     pose = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     no_frames = pose[:0]
-    no_early_stop = {"early_stop_epsilon": 0.0, "early_stop_slope": 0.0}
     candidates = {
         "guidance-1 round trip (negative-prompt mode)": {"mode": "negative-prompt"},
         "guidance 7.5, prompt embeddings (no optimisation)": {"source_inner_steps": 0},
-        "paper defaults": {},
-        "paper, no early stop": no_early_stop,
-        "paper, learning rate 1e-1, no early stop": {"learning_rate": 1e-1, **no_early_stop},
+        "paper (defaults)": {},
+        "paper, null-text early stop 1e-5 + 2e-5 i": {"early_stop_epsilon": 1e-5, "early_stop_slope": 2e-5},
+        "paper, learning rate 1e-1": {"learning_rate": 1e-1},
         "direct": {"mode": "direct"},
     }
     rows = []

@@ -95,7 +95,8 @@ def add_pacm_arguments(parser: argparse.ArgumentParser) -> None:
         nargs=2,
         metavar=("EPSILON", "SLOPE"),
         default=(defaults.early_stop_epsilon, defaults.early_stop_slope),
-        help="stop a step's optimisation once the loss < EPSILON + SLOPE * i; 0 0 disables (default: 1e-5 2e-5)",
+        help="stop a step's optimisation once the loss < EPSILON + SLOPE * i; 0 0 disables (default: 0 0; "
+        "null-text inversion's 1e-5 2e-5 saves 2%% of the evaluations and reconstructs frame 0 worse)",
     )
     group.add_argument(
         "--frame-chunk-size",
