@@ -56,4 +56,3 @@ def resize_masks(masks: torch.Tensor, size: tuple[int, int], *, hard: bool) -> t
         if hard:
             masks = (masks >= 0.5).float()
     return masks.float()
-

@@ -143,7 +143,10 @@ def test_windows_out_of_lock_step_are_refused(tiny_components, sequence):
     start, embeddings, _ = sequence
     window_major = [[0, 1, 2], [3, 4, 5]]
     state = CrossFrameState(mode="windows")
-    with install_attn_processors(tiny_components.unet, DualConsistencyAttnProcessor(cfg_chunks=2, state=state)), torch.no_grad():
+    with (
+        install_attn_processors(tiny_components.unet, DualConsistencyAttnProcessor(cfg_chunks=2, state=state)),
+        torch.no_grad(),
+    ):
         state.step, state.frame_ids = 0, window_major[0]
         tiny_components.unet(torch.cat([start[:3]] * 2), 900, torch.cat([embeddings[0, :3], embeddings[1, :3]]))
         state.step, state.frame_ids = 1, window_major[1]  # window [3, 4, 5] at step 1 before [0, 1, 2] at step 1
@@ -172,7 +175,10 @@ def test_install_and_restore_round_trip_is_exact(tiny_components):
 
 def test_capture_and_dual_consistency_together(tiny_components):
     unet, frames = tiny_components.unet, 3
-    dca, recorder = DualConsistencyAttnProcessor(cfg_chunks=2), CrossAttentionRecorder(token_indices=[1, 2], latent_size=(8, 8))
+    dca, recorder = (
+        DualConsistencyAttnProcessor(cfg_chunks=2),
+        CrossAttentionRecorder(token_indices=[1, 2], latent_size=(8, 8)),
+    )
     with install_attn_processors(unet, recorder, CROSS_ATTENTION):
         alone = _unet_output(unet, frames)
         maps_alone = recorder.attention_maps()
@@ -201,7 +207,9 @@ def test_controlnet_self_attention_can_be_hooked_exactly(tiny_components):
         return torch.cat([residual.flatten(1) for residual in (*down, mid)], dim=1)
 
     baseline = residuals()
-    with install_attn_processors(controlnet, DualConsistencyAttnProcessor(cfg_chunks=2, lambdas=(0, 0, 1)), r"\.attn1\."):
+    with install_attn_processors(
+        controlnet, DualConsistencyAttnProcessor(cfg_chunks=2, lambdas=(0, 0, 1)), r"\.attn1\."
+    ):
         torch.testing.assert_close(residuals(), baseline, rtol=0, atol=1e-5)
     with install_attn_processors(controlnet, DualConsistencyAttnProcessor(cfg_chunks=2), r"\.attn1\."):
         assert (residuals() - baseline).abs().max() > 1e-5

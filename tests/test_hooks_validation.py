@@ -70,7 +70,9 @@ def test_a_mask_edited_in_place_and_assigned_again_is_seen():
         masks[1:] = 1 - masks[1:]  # the same tensor, edited in place
         state.masks = masks  # ... and assigned again
         after = processor(layer, hidden)
-        fresh = DualConsistencyAttnProcessor(state=CrossFrameState(num_frames=3, masks=masks.clone(), latent_size=GRID))
+        fresh = DualConsistencyAttnProcessor(
+            state=CrossFrameState(num_frames=3, masks=masks.clone(), latent_size=GRID)
+        )
         expected = fresh(layer, hidden)
     torch.testing.assert_close(after, expected, rtol=0, atol=0)
     assert (after - before).abs().max() > 1e-3  # the edit matters, so a stale mask would show
@@ -98,7 +100,7 @@ def test_hard_masks_are_resized_by_their_area_with_one_half_counting_as_characte
 
 def test_an_ambiguous_guidance_layout_is_refused_and_num_frames_resolves_it():
     hidden = _hidden(4)
-    with pytest.raises(ValueError, match="A batch of 4 rows is ambiguous: set `state.num_frames`"):
+    with pytest.raises(ValueError, match=r"A batch of 4 rows is ambiguous: set `state\.num_frames`"):
         _call(CrossFrameState(), hidden)
     one_chunk = _call(CrossFrameState(num_frames=4), hidden)
     torch.testing.assert_close(one_chunk, _call(CrossFrameState(), hidden, cfg_chunks=1), rtol=0, atol=0)
@@ -115,7 +117,9 @@ def test_guidance_off_in_the_diffusers_pipeline_keeps_every_frame_in_one_chunk(t
     """Without guidance, 4 frames are one chunk: only frame 0 keeps plain self-attention. Read as two chunks of two
     (the old default), frame 2 would be a chunk's anchor and be left untouched too."""
     pipe = StableDiffusionControlNetPipeline(
-        **{name: getattr(tiny_components, name) for name in ("vae", "text_encoder", "tokenizer", "unet", "controlnet")},
+        **{
+            name: getattr(tiny_components, name) for name in ("vae", "text_encoder", "tokenizer", "unet", "controlnet")
+        },
         scheduler=DDIMScheduler.from_config(tiny_components.scheduler.config),
         safety_checker=None,
         feature_extractor=None,

@@ -151,6 +151,10 @@ def keyed(tiny_components, tmp_path_factory):
     return inputs, directory
 
 
+def _settings(**fields):
+    return lambda components: {"settings": dataclasses.replace(KEY_SETTINGS, **fields)}
+
+
 def _encoded(components, prompt, negative=""):
     return encode_prompt(components, prompt, subject="astronaut", negative_prompt=negative)
 
@@ -163,18 +167,18 @@ def _encoded(components, prompt, negative=""):
         (lambda c: {"source_latent": torch.randn(1, 4, 8, 8)}, "ddim_inversion"),
         (lambda c: {"source_pose": _OTHER_POSE}, "ddim_inversion"),
         (lambda c: {"target_poses": _OTHER_POSE}, "frames"),
-        (lambda c: {"settings": dataclasses.replace(KEY_SETTINGS, num_inference_steps=4)}, "ddim_inversion"),
-        (lambda c: {"settings": dataclasses.replace(KEY_SETTINGS, controlnet_conditioning_scale=0.5)}, "ddim_inversion"),
-        (lambda c: {"settings": dataclasses.replace(KEY_SETTINGS, guidance_scale=5.0)}, "source"),
-        (lambda c: {"settings": dataclasses.replace(KEY_SETTINGS, learning_rate=2e-2)}, "source"),
-        (lambda c: {"settings": dataclasses.replace(KEY_SETTINGS, learning_rate_decay=0.1)}, "source"),
-        (lambda c: {"settings": dataclasses.replace(KEY_SETTINGS, source_inner_steps=2)}, "source"),
-        (lambda c: {"settings": dataclasses.replace(KEY_SETTINGS, early_stop_epsilon=1e-3)}, "source"),
-        (lambda c: {"settings": dataclasses.replace(KEY_SETTINGS, optimized_slot="unconditional")}, "source"),
-        (lambda c: {"settings": dataclasses.replace(KEY_SETTINGS, mode="direct")}, "source"),
-        (lambda c: {"settings": dataclasses.replace(KEY_SETTINGS, frame_inner_steps=2)}, "frames"),
-        (lambda c: {"settings": dataclasses.replace(KEY_SETTINGS, frame_step_size=10.0)}, "frames"),
-        (lambda c: {"settings": dataclasses.replace(KEY_SETTINGS, frame_optimizer="adam")}, "frames"),
+        (_settings(num_inference_steps=4), "ddim_inversion"),
+        (_settings(controlnet_conditioning_scale=0.5), "ddim_inversion"),
+        (_settings(guidance_scale=5.0), "source"),
+        (_settings(learning_rate=2e-2), "source"),
+        (_settings(learning_rate_decay=0.1), "source"),
+        (_settings(source_inner_steps=2), "source"),
+        (_settings(early_stop_epsilon=1e-3), "source"),
+        (_settings(optimized_slot="unconditional"), "source"),
+        (_settings(mode="direct"), "source"),
+        (_settings(frame_inner_steps=2), "frames"),
+        (_settings(frame_step_size=10.0), "frames"),
+        (_settings(frame_optimizer="adam"), "frames"),
     ],
     ids=[
         "prompt", "negative-prompt", "source-latent", "source-pose", "target-pose", "steps", "controlnet-scale",

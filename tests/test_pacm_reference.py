@@ -1,6 +1,6 @@
-"""PACM against an independent float64 reference, tensor for tensor: the DDIM inversion, the pose-aware inversion of the
-source, Algorithm 1 for two frames of different poses, and the embeddings and poses that generation gives frame 0 and
-frame k.
+"""PACM against an independent float64 reference, tensor for tensor: the DDIM inversion, the pose-aware inversion of
+the source, Algorithm 1 for two frames of different poses, and the embeddings and poses that generation gives frame 0
+and frame k.
 
 The reference (`pacm_reference.py`) is written from the papers' equations and the Stable Diffusion 1.5 scheduler
 config, in float64, and imports nothing from `zeroshot`: only the models are shared. Each stage's reference starts
@@ -83,7 +83,9 @@ def test_algorithm_1_matches_the_reference_for_frames_of_different_poses(setup):
     source = [e[None].double() for e in result.source_embeddings]
     updates = []
     for k in (0, 1):  # target pose k (video frame k + 1): the source's mirror, then an unrelated pose
-        expected = reference.frame(latents, source, text["unconditional"], _as_condition(poses[k + 1 : k + 2]), ETA, 7.5)
+        expected = reference.frame(
+            latents, source, text["unconditional"], _as_condition(poses[k + 1 : k + 2]), ETA, 7.5
+        )
         for i, e in enumerate(expected):
             moved = e - source[i]
             assert float(moved.norm()) > 0

@@ -15,6 +15,7 @@ import statistics
 import torch
 
 from ..cli import add_model_arguments, load_components_from_args
+from ..imaging import encode_latents
 from ..loading import resolve_device, resolve_dtype
 from ..pacm import (
     STAGES,
@@ -30,7 +31,6 @@ from ..pacm import (
 from ..pacm.frames import frame_conditioning
 from ..pacm.masks import subject_attention_recording
 from ..pacm.source import SourceConditioning
-from ..imaging import encode_latents
 from ..prompts import encode_prompt
 from ..testing import astronaut, build_random_components
 from . import compare, describe_device, format_table

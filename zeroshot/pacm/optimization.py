@@ -1,8 +1,9 @@
 """One timestep of embedding optimisation, for one latent (the source) or a batch of independent frames.
 
-Every latent in the batch has its own embedding and its own optimiser state (Adam, or none for a plain gradient step), and stops on its own loss, so a batch gives
-what optimising each latent alone gives (to float tolerance). Gradients are taken with `torch.autograd.grad` with
-respect to the embeddings only: no weight gradient is computed or stored on the models.
+Every latent in the batch has its own embedding and its own optimiser state (Adam, or none for a plain gradient
+step), and stops on its own loss, so a batch gives what optimising each latent alone gives (to float tolerance).
+Gradients are taken with `torch.autograd.grad` with respect to the embeddings only: no weight gradient is computed or
+stored on the models.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def optimize_step(
         target (`torch.Tensor`): `[1, 4, h, w]` where the step should land (the source trajectory, for every latent).
         settings ([`PACMSettings`]): guidance, slot and early stop.
         inner_steps (`int`): the most gradient steps per latent.
-        optimizer (`str`): `"adam"` (a fresh Adam for this timestep) or `"gradient"` (`∅ ← ∅ − lr·∇`).
+        optimizer (`str`): `"adam"` (a fresh Adam for this timestep) or `"gradient"` (`∅ ← ∅ - lr·∇`).
         learning_rate (`float`): Adam's learning rate, or the gradient step's size.
         resample (`bool`): after the last gradient step, sample once more with the final embeddings (null-text
             inversion; the carried sample then is what generation will compute). Otherwise the carried sample is the

@@ -23,7 +23,7 @@ EmbeddingSlot = Literal["conditional", "unconditional"]
 EMBEDDING_SLOTS: tuple[str, ...] = ("conditional", "unconditional")
 
 #: How each frame's embedding moves at each step (paper mode): `"gradient"`, Alg. 1 line 7's plain gradient step
-#: `∅ ← ∅ − η∇MSE`; or `"adam"`, one step of a fresh Adam (about `lr·sign(∇)` per coordinate, whatever the pose).
+#: `∅ ← ∅ - η∇MSE`; or `"adam"`, one step of a fresh Adam (about `lr·sign(∇)` per coordinate, whatever the pose).
 FrameOptimizer = Literal["gradient", "adam"]
 FRAME_OPTIMIZERS: tuple[str, ...] = ("gradient", "adam")
 
@@ -74,7 +74,7 @@ class PACMSettings:
             gradient steps per timestep of each frame's pose-aware embedding (Alg. 1 takes one; 0 samples the frames
             with the source's embeddings, for their masks only).
         frame_optimizer (`str`, *optional*, defaults to `"gradient"`):
-            one of `FRAME_OPTIMIZERS`: `"gradient"`, Alg. 1's plain step `∅ ← ∅ − η∇MSE` of size
+            one of `FRAME_OPTIMIZERS`: `"gradient"`, Alg. 1's plain step `∅ ← ∅ - η∇MSE` of size
             `frame_step_size`, which moves a frame's embedding in proportion to how far its pose pulls it off the
             source trajectory (a frame posed as the source keeps the source's embedding); or `"adam"`, a fresh Adam
             per step at the source stage's `learning_rate_at(step)`, which moves every coordinate by about the
@@ -92,7 +92,7 @@ class PACMSettings:
             the optimisation at step `i` stops once the loss is below `early_stop_epsilon + early_stop_slope * i`;
             both 0 (the default) always takes every inner step. Null-text inversion's `1e-5` and `2e-5` let the
             late steps stop at a loss of up to 1e-3 (3% of a unit-variance latent per step), which adds up: they
-            save 2% of the evaluations and make frame 0 16% worse (README, PACM section).
+            save 2% of the evaluations and make frame 0 18% worse (README, PACM section).
         frame_chunk_size (`int`, *optional*, defaults to 4):
             target frames optimised together in one batch; lower it to fit GPU memory. It changes speed and memory
             only: batched results equal frame-by-frame ones to float tolerance.
