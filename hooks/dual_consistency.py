@@ -84,16 +84,18 @@ class _TwoRegions:
 class DualConsistencyAttnProcessor:
     """Dual consistency attention for the self-attention (`attn1`) layers of a UNet, with mask-guided decoupling.
 
-    The batch of each call is `[chunk 0: frames, chunk 1: frames, ...]` (diffusers' guidance layout): by default
-    `cfg_chunks` chunks of frames `0 .. F-1`; `state.frame_ids` and `state.chunks` override that. Decoupling turns
+    The batch of each call is `[chunk 0: frames, chunk 1: frames, ...]` (diffusers' guidance layout): `cfg_chunks`
+    (or `state.chunks`) chunks of frames `0 .. F-1`, or of `state.frame_ids`. A batch is never guessed: with no chunk
+    count, the state's frame count (`state.frame_ids` or `state.num_frames`) gives it, and a call with neither is
+    refused. Decoupling turns
     on when `state.masks` is set; frame 0 is never decoupled, so it stays plain self-attention.
 
     Args:
         lambdas (`tuple[float, float, float]`, *optional*, defaults to `(0.7, 0.15, 0.15)`): weights of the
             attention to frame 0, to the previous frame and to the frame itself; non-negative, summing to 1.
             `(0, 0, 1)` is plain self-attention, `(1, 0, 0)` frame-0 cross-frame attention (Text2Video-Zero).
-        cfg_chunks (`int`, *optional*, defaults to 2): guidance chunks in the batch when `state.chunks` is unset
-            (2 with classifier-free guidance, 1 without).
+        cfg_chunks (`int`, *optional*): guidance chunks in the batch when `state.chunks` is unset (2 with
+            classifier-free guidance, 1 without); unset, the batch size over the state's frame count.
         state ([`CrossFrameState`], *optional*): the shared per-call state (frame ids, step, masks, windows cache).
             Defaults to a fresh `"batch"`-mode state, which suits a pipeline that batches every frame.
         decoupling (`str`, *optional*, defaults to `"exclusive"`): how masks decouple character and background:
@@ -113,14 +115,14 @@ class DualConsistencyAttnProcessor:
     def __init__(
         self,
         lambdas: Sequence[float] = (0.7, 0.15, 0.15),
-        cfg_chunks: int = 2,
+        cfg_chunks: int | None = None,
         state: CrossFrameState | None = None,
         decoupling: Decoupling = "exclusive",
     ):
         self.lambdas = tuple(float(weight) for weight in lambdas)
         if len(self.lambdas) != 3 or min(self.lambdas) < 0 or not math.isclose(sum(self.lambdas), 1.0, abs_tol=1e-6):
             raise ValueError(f"lambdas must be three non-negative weights summing to 1, got {tuple(lambdas)}.")
-        if cfg_chunks < 1:
+        if cfg_chunks is not None and cfg_chunks < 1:
             raise ValueError(f"cfg_chunks must be at least 1, got {cfg_chunks}.")
         if decoupling not in DECOUPLINGS:
             raise ValueError(f"decoupling must be one of {DECOUPLINGS}, got {decoupling!r}.")

@@ -56,8 +56,3 @@ def resize_masks(masks: torch.Tensor, size: tuple[int, int], *, hard: bool) -> t
         if hard:
             masks = (masks >= 0.5).float()
     return masks.float()
-
-
-def is_hard(masks: torch.Tensor) -> bool:
-    """Whether `masks` holds only the values 0 and 1."""
-    return bool(((masks == 0) | (masks == 1)).all())

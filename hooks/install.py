@@ -124,7 +124,7 @@ def install_attn_processors(
 
     ```py
     >>> from hooks import DualConsistencyAttnProcessor, install_attn_processors
-    >>> with install_attn_processors(pipe.unet, DualConsistencyAttnProcessor()):
+    >>> with install_attn_processors(pipe.unet, DualConsistencyAttnProcessor(cfg_chunks=2)):
     ...     frames = pipe(prompt, image=poses, num_images_per_prompt=1).images
     ```
     """

@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 
-from .grid import is_hard, resize_masks, token_grid
+from .grid import resize_masks, token_grid
 
 CrossFrameMode = Literal["batch", "windows"]
 MODES: tuple[str, ...] = ("batch", "windows")
@@ -68,18 +68,24 @@ class CrossFrameState:
               window's last frame) whatever the length. Requires `frame_ids` and `step`.
         frame_ids (`Sequence[int]`, *optional*): global frame ids of the frames in each guidance chunk of the next
             UNet call, in batch order. Defaults to `0 .. frames - 1`. Frame 0 is the anchor (the source image).
+        num_frames (`int`, *optional*): frames in each guidance chunk of the next UNet call, when `frame_ids` is
+            unset. A batch of 4 rows is 2 chunks of 2 frames with guidance and 1 chunk of 4 frames without: give the
+            frame count (or `frame_ids`, or the chunk count) so the layout is never guessed.
         chunks (`int`, *optional*): number of classifier-free-guidance chunks in the batch (the batch is
             `[chunk 0: frames, chunk 1: frames, ...]`, as diffusers lays it out). Defaults to the processor's
-            `cfg_chunks`.
+            `cfg_chunks`; when both are unset, the batch size divided by the frame count.
         step (`int`, *optional*): index of the denoising step of the next UNet call (any value that changes from
             step to step, and with every UNet evaluation of a scheduler that evaluates several per step); keys the
             cache in `"windows"` mode.
         masks (`torch.Tensor`, *optional*): character masks `[num_frames, height, width]` indexed by global frame id
-            (1 = character, 0 = background), hard or soft, at any resolution. Setting them turns on mask-guided
-            decoupling for frames other than frame 0. They count as hard when every value of every frame is 0 or 1.
-            The state checks them and resizes them to each attention resolution once, then again only after `masks`
-            is assigned or edited in place or `step` changes (an in-place edit of a tensor made under
-            `torch.inference_mode` is not seen: assign the tensor again).
+            (1 = character, 0 = background), hard or soft, at any resolution: a floating-point tensor with values in
+            [0, 1], or a `bool` tensor. Anything else (`uint8` 0/255, a soft mask a rounding step above 1) is refused
+            with a `ValueError`, since the decoupled attention would turn it into NaN. Setting them turns on
+            mask-guided decoupling for frames other than frame 0. They count as hard when every value of every frame
+            is 0 or 1. The state checks them and resizes them to each attention resolution once, then again only
+            after `masks` is assigned, or edited in place (seen by the tensor's version counter, also when the same
+            tensor is assigned again), or `step` changes. A tensor made under `torch.inference_mode` has no version
+            counter: after editing one in place, assign a new tensor (a clone).
         latent_size (`tuple[int, int]`, *optional*): `(height, width)` of the latents the UNet runs at; needed with
             `masks`, to map each layer's tokens to a grid.
 
@@ -87,7 +93,7 @@ class CrossFrameState:
 
     ```py
     >>> state = CrossFrameState(mode="windows", latent_size=(64, 64))
-    >>> processor = DualConsistencyAttnProcessor(state=state)
+    >>> processor = DualConsistencyAttnProcessor(cfg_chunks=2, state=state)
     >>> with install_attn_processors(unet, processor):
     ...     for step, t in enumerate(timesteps):
     ...         state.step, state.masks = step, masks[step]          # [num_frames, H, W]
@@ -99,6 +105,7 @@ class CrossFrameState:
 
     mode: CrossFrameMode = "batch"
     frame_ids: Sequence[int] | None = None
+    num_frames: int | None = None
     chunks: int | None = None
     step: int | None = None
     masks: torch.Tensor | None = None
@@ -107,6 +114,7 @@ class CrossFrameState:
         default_factory=dict, init=False, repr=False
     )
     _cache_step: int | None = field(default=None, init=False, repr=False)
+    _step_chunks: tuple[int, int] | None = field(default=None, init=False, repr=False)
     _masks_seen: torch.Tensor | None = field(default=None, init=False, repr=False)
     _masks_seen_as: tuple | None = field(default=None, init=False, repr=False)
     _masks_hard: bool = field(default=False, init=False, repr=False)
@@ -120,10 +128,11 @@ class CrossFrameState:
     def reset(self) -> None:
         """Forgets the cached keys, values and resized masks, and the per-call fields (`frame_ids`, `step`, `masks`).
 
-        Call it before each new generation. `mode`, `chunks` and `latent_size` are kept.
+        Call it before each new generation. `mode`, `num_frames`, `chunks` and `latent_size` are kept.
         """
         self._cache.clear()
         self._cache_step = None
+        self._step_chunks = None
         self._grid_masks.clear()
         self._masks_seen = self._masks_seen_as = None
         self.frame_ids = None
@@ -140,30 +149,59 @@ class CrossFrameState:
         """Memory held by the cached keys and values, in bytes (all layers)."""
         return sum(tensor.numel() * tensor.element_size() for entry in self._cache.values() for tensor in entry)
 
-    def layout(self, batch_size: int, default_chunks: int) -> FrameLayout:
+    def layout(self, batch_size: int, default_chunks: int | None) -> FrameLayout:
         """The frame layout of a batch of `batch_size` rows, checked against the fields.
 
+        The chunk count is `chunks`, else `default_chunks` (the processor's `cfg_chunks`), else the batch size over
+        the frame count (`len(frame_ids)` or `num_frames`). In `"windows"` mode it must stay the same for every call
+        of a step, since the cached keys and values of the step are laid out by it.
+
         Raises:
-            `ValueError`: the batch does not split into the chunks and frames the state describes.
+            `ValueError`: the layout is ambiguous (no chunk or frame count), the batch does not split into the chunks
+                and frames the state describes, or the chunk count changes within a step in `"windows"` mode.
         """
         self._check_mode()
-        chunks = default_chunks if self.chunks is None else self.chunks
+        frame_ids = None if self.frame_ids is None else tuple(int(frame) for frame in self.frame_ids)
+        frames = len(frame_ids) if frame_ids is not None else self.num_frames
+        if frame_ids is not None and self.num_frames is not None and self.num_frames != len(frame_ids):
+            raise ValueError(f"state.num_frames={self.num_frames} but state.frame_ids lists {len(frame_ids)} frames.")
+        chunks = self.chunks if self.chunks is not None else default_chunks
+        if chunks is None:
+            if frames is None:
+                raise ValueError(
+                    f"A batch of {batch_size} rows is ambiguous: set `state.num_frames` (frames per guidance chunk), "
+                    "`state.frame_ids`, or the number of guidance chunks (`state.chunks` or the processor's "
+                    "`cfg_chunks`: 2 with classifier-free guidance, 1 without)."
+                )
+            if frames < 1 or batch_size % frames:
+                raise ValueError(f"A batch of {batch_size} does not hold whole guidance chunks of {frames} frames.")
+            chunks = batch_size // frames
         if chunks < 1 or batch_size % chunks:
             raise ValueError(
                 f"A batch of {batch_size} does not split into {chunks} guidance chunks: set `chunks` (state) or "
                 "`cfg_chunks` (processor) to the number of guidance chunks the pipeline batches (1 without guidance)."
             )
-        frames = batch_size // chunks
-        if self.frame_ids is None:
-            if self.mode == "windows":
-                raise ValueError("In 'windows' mode set `state.frame_ids` to the global frame ids of each UNet call.")
-            return FrameLayout(chunks, tuple(range(frames)))
-        frame_ids = tuple(int(frame) for frame in self.frame_ids)
-        if len(frame_ids) != frames or len(set(frame_ids)) != frames or min(frame_ids) < 0:
+        if frames is not None and chunks * frames != batch_size:
             raise ValueError(
-                f"state.frame_ids={list(frame_ids)} must list {frames} distinct non-negative frame ids: the batch of "
-                f"{batch_size} holds {chunks} chunks of {frames} frames."
+                f"A batch of {batch_size} is not {chunks} guidance chunks of {frames} frames (state.frame_ids or "
+                "state.num_frames): set them to the frames of each chunk, and the chunk count to 1 without guidance."
             )
+        if self.mode == "windows":
+            if frame_ids is None:
+                raise ValueError("In 'windows' mode set `state.frame_ids` to the global frame ids of each UNet call.")
+            if self.step is not None:
+                previous = self._step_chunks
+                if previous is not None and previous[0] == self.step and previous[1] != chunks:
+                    raise ValueError(
+                        f"The batch has {chunks} guidance chunks but earlier calls of step {self.step} had "
+                        f"{previous[1]}: in 'windows' mode every call of a step must batch the same chunks "
+                        "(the cached keys and values of the step are laid out by them)."
+                    )
+                self._step_chunks = (self.step, chunks)
+        if frame_ids is None:
+            return FrameLayout(chunks, tuple(range(batch_size // chunks)))
+        if len(set(frame_ids)) != len(frame_ids) or min(frame_ids) < 0:
+            raise ValueError(f"state.frame_ids={list(frame_ids)} must list distinct non-negative frame ids.")
         return FrameLayout(chunks, frame_ids)
 
     def masks_on_grid(self, num_tokens: int, device: torch.device, dtype: torch.dtype) -> GridMasks | None:
@@ -174,8 +212,8 @@ class CrossFrameState:
         where the masks are (only the resized masks move to `device`).
 
         Raises:
-            `ValueError`: the masks are not `[num_frames, height, width]`, `latent_size` is unset, or no level of
-                the UNet's resolution ladder has `num_tokens` tokens.
+            `ValueError`: the masks are not `[num_frames, height, width]` floats in [0, 1] (or bools),
+                `latent_size` is unset, or no level of the UNet's resolution ladder has `num_tokens` tokens.
         """
         masks = self.masks
         if masks is None:
@@ -187,7 +225,7 @@ class CrossFrameState:
                 raise ValueError(f"state.masks must be [num_frames, height, width], got shape {tuple(masks.shape)}.")
             if self.latent_size is None:
                 raise ValueError("Set `state.latent_size` (the UNet's latent height and width) when setting masks.")
-            self._masks_hard = is_hard(masks)
+            self._masks_hard = _checked_masks_are_hard(masks)
             self._grid_masks.clear()
             self._masks_seen, self._masks_seen_as = masks, seen_as
         key = (num_tokens, device, dtype)
@@ -232,3 +270,26 @@ class CrossFrameState:
     def _check_mode(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}.")
+
+
+def _checked_masks_are_hard(masks: torch.Tensor) -> bool:
+    """Whether `masks` holds only 0 and 1, after checking them: `bool`, or floating point with every value in [0, 1].
+    Masks outside that range weight keys by negative or above-one amounts, which decoupled attention turns into NaN.
+    The facts come back to the host in one transfer."""
+    if masks.dtype == torch.bool:
+        return True
+    if not masks.is_floating_point():
+        raise ValueError(
+            f"state.masks must be floating point in [0, 1] or bool, got {masks.dtype}; convert 0/255 masks with "
+            "`masks.float() / 255`."
+        )
+    if not masks.numel():
+        return True
+    hard = ((masks == 0) | (masks == 1)).all()
+    low, high, hard = torch.stack([masks.min(), masks.max(), hard.to(masks.dtype)]).tolist()
+    if not 0.0 <= low <= high <= 1.0:
+        raise ValueError(
+            f"state.masks must hold values in [0, 1], got values from {low:.9g} to {high:.9g}; clamp soft masks "
+            "to [0, 1]."
+        )
+    return bool(hard)

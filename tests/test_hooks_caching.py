@@ -87,7 +87,7 @@ def _masks(kind, seed):
 @torch.no_grad()
 def test_layer_calls_transfer_nothing_once_the_call_is_planned(ladder_unet, kind, decoupling):
     state = CrossFrameState(mode="windows", latent_size=LATENT_SIZE)
-    counting = Counting(DualConsistencyAttnProcessor(state=state, decoupling=decoupling))
+    counting = Counting(DualConsistencyAttnProcessor(cfg_chunks=2, state=state, decoupling=decoupling))
     generator = torch.Generator().manual_seed(1)
     latents = torch.randn(FRAMES, 4, *LATENT_SIZE, generator=generator)
     text = torch.randn(2 * FRAMES, 10, 24, generator=generator)
@@ -127,12 +127,12 @@ def test_cached_plans_and_masks_follow_every_change_of_the_state():
     order = [2, 0, 3, 1]
     shuffled = hidden[[chunk * frames + frame for chunk in range(chunks) for frame in order]]
     state = CrossFrameState(latent_size=grid)
-    processor = DualConsistencyAttnProcessor(state=state)
+    processor = DualConsistencyAttnProcessor(cfg_chunks=2, state=state)
 
     def check(batch):
         """The long-lived processor equals a fresh one (nothing cached) given the same fields."""
         fresh_state = CrossFrameState(frame_ids=state.frame_ids, masks=state.masks, latent_size=state.latent_size)
-        expected = DualConsistencyAttnProcessor(state=fresh_state)(layer, batch)
+        expected = DualConsistencyAttnProcessor(cfg_chunks=2, state=fresh_state)(layer, batch)
         torch.testing.assert_close(processor(layer, batch), expected, rtol=0, atol=0)
         return expected
 

@@ -179,11 +179,13 @@ def test_frame_order_in_the_batch_does_not_matter():
     chunks, frames, grid, channels, heads = 2, 4, (4, 4), 32, 2
     layer, hidden = _layer(channels, heads), _hidden(chunks, frames, grid, channels)
     masks = _hard_masks(frames, grid)
-    default = _run(DualConsistencyAttnProcessor(state=CrossFrameState(masks=masks, latent_size=grid)), layer, hidden)
+    default = _run(
+        DualConsistencyAttnProcessor(cfg_chunks=2, state=CrossFrameState(masks=masks, latent_size=grid)), layer, hidden
+    )
     order = [2, 0, 3, 1]
     rows = [chunk * frames + frame for chunk in range(chunks) for frame in order]
     state = CrossFrameState(frame_ids=order, masks=masks, latent_size=grid)
-    shuffled = _run(DualConsistencyAttnProcessor(state=state), layer, hidden[rows])
+    shuffled = _run(DualConsistencyAttnProcessor(cfg_chunks=2, state=state), layer, hidden[rows])
     torch.testing.assert_close(shuffled, default[rows], rtol=0, atol=1e-6)
 
 
@@ -222,13 +224,17 @@ def test_bad_settings_and_layouts_are_refused():
     with pytest.raises(ValueError, match="does not split into 4 guidance chunks"):
         _run(DualConsistencyAttnProcessor(cfg_chunks=4), layer, hidden)
     with pytest.raises(ValueError, match=r"Frames \[0, 4\] are attended to but not in the batch"):
-        _run(DualConsistencyAttnProcessor(state=CrossFrameState(frame_ids=[5, 6, 7])), layer, hidden)
-    with pytest.raises(ValueError, match="must list 3 distinct"):
-        _run(DualConsistencyAttnProcessor(state=CrossFrameState(frame_ids=[0, 1])), layer, hidden)
+        _run(DualConsistencyAttnProcessor(cfg_chunks=2, state=CrossFrameState(frame_ids=[5, 6, 7])), layer, hidden)
+    with pytest.raises(ValueError, match="is not 2 guidance chunks of 2 frames"):
+        _run(DualConsistencyAttnProcessor(cfg_chunks=2, state=CrossFrameState(frame_ids=[0, 1])), layer, hidden)
+    with pytest.raises(ValueError, match="must list distinct non-negative frame ids"):
+        _run(DualConsistencyAttnProcessor(cfg_chunks=2, state=CrossFrameState(frame_ids=[0, 1, 1])), layer, hidden)
     with pytest.raises(ValueError, match="latent_size"):
-        _run(DualConsistencyAttnProcessor(state=CrossFrameState(masks=torch.ones(3, 4, 4))), layer, hidden)
+        _run(
+            DualConsistencyAttnProcessor(cfg_chunks=2, state=CrossFrameState(masks=torch.ones(3, 4, 4))), layer, hidden
+        )
     with pytest.raises(ValueError, match="holds 2 frames but frame 2"):
-        state = CrossFrameState(masks=torch.ones(2, 4, 4), latent_size=(4, 4))
+        state = CrossFrameState(num_frames=3, masks=torch.ones(2, 4, 4), latent_size=(4, 4))
         _run(DualConsistencyAttnProcessor(state=state), layer, hidden)
     with pytest.raises(ValueError, match="attn1"):
         DualConsistencyAttnProcessor()(layer, hidden, encoder_hidden_states=hidden)

@@ -52,9 +52,9 @@ def test_inside_the_diffusers_controlnet_pipeline(tiny_components):
         ).images
 
     unhooked = generate()
-    with install_attn_processors(pipe.unet, DualConsistencyAttnProcessor(lambdas=(0, 0, 1))):
+    with install_attn_processors(pipe.unet, DualConsistencyAttnProcessor(cfg_chunks=2, lambdas=(0, 0, 1))):
         current_only = generate()
-    with install_attn_processors(pipe.unet, DualConsistencyAttnProcessor()):
+    with install_attn_processors(pipe.unet, DualConsistencyAttnProcessor(cfg_chunks=2)):
         dual = generate()
     torch.testing.assert_close(current_only, unhooked, rtol=0, atol=1e-5)
     torch.testing.assert_close(dual[0], unhooked[0], rtol=0, atol=1e-5)  # frame 0 keeps plain self-attention
@@ -143,7 +143,10 @@ def test_windows_out_of_lock_step_are_refused(tiny_components, sequence):
     start, embeddings, _ = sequence
     window_major = [[0, 1, 2], [3, 4, 5]]
     state = CrossFrameState(mode="windows")
-    with install_attn_processors(tiny_components.unet, DualConsistencyAttnProcessor(state=state)), torch.no_grad():
+    with (
+        install_attn_processors(tiny_components.unet, DualConsistencyAttnProcessor(cfg_chunks=2, state=state)),
+        torch.no_grad(),
+    ):
         state.step, state.frame_ids = 0, window_major[0]
         tiny_components.unet(torch.cat([start[:3]] * 2), 900, torch.cat([embeddings[0, :3], embeddings[1, :3]]))
         state.step, state.frame_ids = 1, window_major[1]  # window [3, 4, 5] at step 1 before [0, 1, 2] at step 1
@@ -163,7 +166,7 @@ def test_install_and_restore_round_trip_is_exact(tiny_components):
     unet = tiny_components.unet
     before = unet.attn_processors
     baseline = _unet_output(unet)
-    handle = install_attn_processors(unet, DualConsistencyAttnProcessor())
+    handle = install_attn_processors(unet, DualConsistencyAttnProcessor(cfg_chunks=2))
     assert (_unet_output(unet) - baseline).abs().max() > 1e-4
     handle.remove()
     torch.testing.assert_close(_unet_output(unet), baseline, rtol=0, atol=0)
@@ -172,7 +175,10 @@ def test_install_and_restore_round_trip_is_exact(tiny_components):
 
 def test_capture_and_dual_consistency_together(tiny_components):
     unet, frames = tiny_components.unet, 3
-    dca, recorder = DualConsistencyAttnProcessor(), CrossAttentionRecorder(token_indices=[1, 2], latent_size=(8, 8))
+    dca, recorder = (
+        DualConsistencyAttnProcessor(cfg_chunks=2),
+        CrossAttentionRecorder(token_indices=[1, 2], latent_size=(8, 8)),
+    )
     with install_attn_processors(unet, recorder, CROSS_ATTENTION):
         alone = _unet_output(unet, frames)
         maps_alone = recorder.attention_maps()
@@ -201,9 +207,11 @@ def test_controlnet_self_attention_can_be_hooked_exactly(tiny_components):
         return torch.cat([residual.flatten(1) for residual in (*down, mid)], dim=1)
 
     baseline = residuals()
-    with install_attn_processors(controlnet, DualConsistencyAttnProcessor(lambdas=(0, 0, 1)), r"\.attn1\."):
+    with install_attn_processors(
+        controlnet, DualConsistencyAttnProcessor(cfg_chunks=2, lambdas=(0, 0, 1)), r"\.attn1\."
+    ):
         torch.testing.assert_close(residuals(), baseline, rtol=0, atol=1e-5)
-    with install_attn_processors(controlnet, DualConsistencyAttnProcessor(), r"\.attn1\."):
+    with install_attn_processors(controlnet, DualConsistencyAttnProcessor(cfg_chunks=2), r"\.attn1\."):
         assert (residuals() - baseline).abs().max() > 1e-5
     torch.testing.assert_close(residuals(), baseline, rtol=0, atol=0)
 
@@ -213,6 +221,6 @@ def test_default_selection_on_the_stable_diffusion_15_layout():
         unet = UNet2DConditionModel(cross_attention_dim=768)  # SD-1.5's architecture, no weights
     names = select_attn_processor_names(unet)
     assert len(names) == 9 and all(name.startswith("up_blocks.") and ".attn1." in name for name in names)
-    with install_attn_processors(unet, DualConsistencyAttnProcessor()):
+    with install_attn_processors(unet, DualConsistencyAttnProcessor(cfg_chunks=2)):
         assert {type(unet.attn_processors[name]) for name in names} == {DualConsistencyAttnProcessor}
     assert {type(processor) for processor in unet.attn_processors.values()} == {AttnProcessor2_0}

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from zeroshot.errors import ZeroshotError
-from zeroshot.pacm import STAGES, PACMSettings, run_pacm
+from zeroshot.pacm import STAGES, PACMCache, PACMSettings, input_identity, run_pacm
 from zeroshot.prompts import encode_prompt
 
 STEPS, FRAMES = 6, 4
@@ -129,3 +129,115 @@ def test_non_finite_values_stop_naming_stage_and_step_and_the_cache_stays_valid(
     latent, prompt, pose, targets = inputs
     with pytest.raises(ZeroshotError, match=r"stage 'ddim_inversion' produced non-finite latents .* at step 1 "):
         run_pacm(tiny_components, latent * float("nan"), prompt, pose, targets, SETTINGS, show_progress=False)
+
+
+KEY_SETTINGS = PACMSettings(
+    num_inference_steps=3, learning_rate=5e-2, source_inner_steps=1, early_stop_epsilon=0.0, early_stop_slope=0.0
+)
+_OTHER_POSE = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(11))
+
+
+@pytest.fixture(scope="module")
+def keyed(tiny_components, tmp_path_factory):
+    """A cache filled by one run of one frame; the variants below each change one input or setting."""
+    generator = torch.Generator().manual_seed(5)
+    latent = torch.randn(1, 4, 8, 8, generator=generator)
+    pose = torch.rand(1, 3, 64, 64, generator=generator)
+    target = torch.rand(1, 3, 64, 64, generator=generator)
+    prompt = encode_prompt(tiny_components, "a photo of an astronaut", subject="astronaut")
+    directory = tmp_path_factory.mktemp("keyed-cache")
+    inputs = dict(source_latent=latent, prompt=prompt, source_pose=pose, target_poses=target)
+    run_pacm(tiny_components, **inputs, settings=KEY_SETTINGS, cache_dir=directory, show_progress=False)
+    return inputs, directory
+
+
+def _settings(**fields):
+    return lambda components: {"settings": dataclasses.replace(KEY_SETTINGS, **fields)}
+
+
+def _encoded(components, prompt, negative=""):
+    return encode_prompt(components, prompt, subject="astronaut", negative_prompt=negative)
+
+
+@pytest.mark.parametrize(
+    ("change", "first_missed"),
+    [
+        (lambda c: {"prompt": _encoded(c, "a picture of an astronaut")}, "ddim_inversion"),
+        (lambda c: {"prompt": _encoded(c, "a photo of an astronaut", "best quality")}, "source"),
+        (lambda c: {"source_latent": torch.randn(1, 4, 8, 8)}, "ddim_inversion"),
+        (lambda c: {"source_pose": _OTHER_POSE}, "ddim_inversion"),
+        (lambda c: {"target_poses": _OTHER_POSE}, "frames"),
+        (_settings(num_inference_steps=4), "ddim_inversion"),
+        (_settings(controlnet_conditioning_scale=0.5), "ddim_inversion"),
+        (_settings(guidance_scale=5.0), "source"),
+        (_settings(learning_rate=2e-2), "source"),
+        (_settings(learning_rate_decay=0.1), "source"),
+        (_settings(source_inner_steps=2), "source"),
+        (_settings(early_stop_epsilon=1e-3), "source"),
+        (_settings(optimized_slot="unconditional"), "source"),
+        (_settings(mode="direct"), "source"),
+        (_settings(frame_inner_steps=2), "frames"),
+        (_settings(frame_step_size=10.0), "frames"),
+        (_settings(frame_optimizer="adam"), "frames"),
+    ],
+    ids=[
+        "prompt", "negative-prompt", "source-latent", "source-pose", "target-pose", "steps", "controlnet-scale",
+        "guidance", "learning-rate", "learning-rate-decay", "source-inner-steps", "early-stop", "slot", "mode",
+        "frame-inner-steps", "frame-step-size", "frame-optimizer",
+    ],
+)  # fmt: skip
+def test_every_input_and_setting_that_changes_a_result_misses_the_cache(tiny_components, keyed, change, first_missed):
+    inputs, directory = keyed
+    arguments = {**inputs, "settings": KEY_SETTINGS, **change(tiny_components)}
+    result = run_pacm(tiny_components, **arguments, cache_dir=directory, show_progress=False)
+    missed = STAGES.index(first_missed)
+    for stage in STAGES[:missed]:
+        assert result.stats[stage].cached, stage
+    for stage in STAGES[missed:]:
+        assert not result.stats[stage].cached and result.stats[stage].forward > 0, stage
+
+
+def test_input_identity_depends_on_the_image_prompt_negative_prompt_and_encoders():
+    image = torch.zeros(64, 64, 3, dtype=torch.uint8)
+    base = input_identity(image, "a photo", "", "encoders")
+    assert input_identity(image.clone(), "a photo", "", "encoders") == base
+    others = [
+        input_identity(image + 1, "a photo", "", "encoders"),
+        input_identity(image, "a picture", "", "encoders"),
+        input_identity(image, "a photo", "blurry", "encoders"),
+        input_identity(image, "a photo", "", "other encoders"),
+    ]
+    assert len({base, *others}) == 5
+
+
+IN_PAIRS = dataclasses.replace(SETTINGS, frame_chunk_size=2)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_in_pairs(tiny_components, inputs):
+    return _run(tiny_components, inputs, None, IN_PAIRS)
+
+
+@pytest.mark.parametrize("killed_at_save", [1, 3])
+def test_a_run_killed_between_frame_saves_resumes_bit_identically(
+    tiny_components, inputs, uninterrupted_in_pairs, tmp_path, killed_at_save
+):
+    """Chunks of 2 over 4 frames ([0, 1], [2, 3]): a kill between the two saves of either chunk leaves half a chunk
+    cached; the resumed run batches the same frames as an uninterrupted one, so its results are bit-identical."""
+    saves = []
+    original = PACMCache.save
+
+    def killed(self, kind, key, tensors, description):
+        if kind == "frames" and len(saves) == killed_at_save:
+            raise _Stop
+        original(self, kind, key, tensors, description)
+        saves.extend([kind] if kind == "frames" else [])
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(PACMCache, "save", killed)
+        with pytest.raises(_Stop):
+            _run(tiny_components, inputs, tmp_path, IN_PAIRS)
+    assert len(list(tmp_path.glob("frames-*"))) == killed_at_save
+    resumed = _run(tiny_components, inputs, tmp_path, IN_PAIRS)
+    assert resumed.stats["frames"].frames_from_cache == killed_at_save
+    _assert_same_results(resumed, uninterrupted_in_pairs, exact=True)

@@ -29,10 +29,14 @@ def test_options_default_to_the_paper_and_map_onto_settings(tmp_path):
     assert pacm_settings_from_args(_parse([])) == PACMSettings()
     paper = PACMSettings()
     assert (paper.learning_rate, paper.source_inner_steps, paper.guidance_scale) == (1e-2, 10, 7.5)
-    assert (paper.early_stop_epsilon, paper.early_stop_slope, paper.optimized_slot) == (1e-5, 2e-5, "conditional")
-    args = _parse(["--inversion", "direct", "--steps", "20", "--early-stop", "0", "0", "--cache-dir", str(tmp_path)])
-    settings = pacm_settings_from_args(args)
-    assert (settings.mode, settings.num_inference_steps, settings.early_stop_epsilon) == ("direct", 20, 0.0)
+    assert (paper.early_stop_epsilon, paper.early_stop_slope, paper.optimized_slot) == (0.0, 0.0, "conditional")
+    assert (paper.frame_inner_steps, paper.frame_optimizer, paper.frame_step_size) == (1, "gradient", 1e5)
+    argv = ["--inversion", "direct", "--steps", "20", "--early-stop", "1e-5", "2e-5", "--cache-dir", str(tmp_path)]
+    argv += ["--frame-optimizer", "adam", "--frame-step-size", "50"]
+    settings = pacm_settings_from_args(_parse(argv))
+    assert (settings.mode, settings.num_inference_steps, settings.early_stop_epsilon) == ("direct", 20, 1e-5)
+    assert (settings.early_stop_slope, settings.frame_optimizer, settings.frame_step_size) == (2e-5, "adam", 50.0)
+    args = _parse(argv)
     assert pacm_cache_dir_from_args(args) == tmp_path
     assert pacm_cache_dir_from_args(_parse(["--no-cache"])) is None
 
@@ -43,6 +47,7 @@ def test_options_default_to_the_paper_and_map_onto_settings(tmp_path):
         (["--steps", "0"], "num_inference_steps=0 must be at least 1"),
         (["--steps", "200"], "keep the learning rate positive over 200 steps"),
         (["--mask-threshold", "1.5"], r"mask_threshold=1.5 must lie in \[0, 1\)"),
+        (["--frame-step-size", "0"], "frame_step_size=0.0 must be positive"),
     ],
 )
 def test_bad_options_raise_one_clear_error(argv, message):

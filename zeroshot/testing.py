@@ -197,13 +197,30 @@ def _unit_variance_latents(vae: AutoencoderKL) -> None:
     vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
 
 
+#: Gain of the pose embedding's last convolution in a pose-sensitive random ControlNet (see
+#: [`build_random_components`]): it brings the pose features to the scale of the latent features they are added to.
+POSE_EMBEDDING_GAIN = 6.0
+
+
 def _perturb_zero_convolutions(controlnet: ControlNetModel, std: float) -> None:
-    """Gives a fresh ControlNet's zero-initialised output convolutions small random weights, so the pose matters."""
-    zero_convs = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]
-    zero_convs.append(controlnet.controlnet_cond_embedding.conv_out)
+    """Gives a fresh ControlNet's zero-initialised output convolutions small random weights, so its residuals are
+    not zero."""
     with torch.no_grad():
-        for conv in zero_convs:
+        for conv in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:
             conv.weight.normal_(0.0, std)
+            conv.bias.zero_()
+
+
+def _pose_sensitive_embedding(controlnet: ControlNetModel) -> None:
+    """Makes the pose reach the ControlNet's residuals. With diffusers' initialisation the 8 convolutions of the pose
+    embedding shrink the image's signal about 3x each and its biases dominate, so a pose and its mirror give the same
+    residuals (0.1% apart). He-initialised weights without biases keep the signal, and the last convolution's gain
+    scales it to the latent features it is added to."""
+    embedding = controlnet.controlnet_cond_embedding
+    with torch.no_grad():
+        for conv in [embedding.conv_in, *embedding.blocks, embedding.conv_out]:
+            gain = POSE_EMBEDDING_GAIN if conv is embedding.conv_out else 1.0
+            conv.weight.normal_(0.0, gain * (2.0 / conv.weight[0].numel()) ** 0.5)
             conv.bias.zero_()
 
 
@@ -215,6 +232,7 @@ def build_random_components(
     with_controlnet: bool = True,
     conv_out_scale: float = 0.1,
     controlnet_std: float = 0.05,
+    pose_sensitive: bool = True,
 ) -> ModelComponents:
     """Builds Stable Diffusion 1.5-shaped models with random weights, on the CPU in float32, with no download.
 
@@ -231,8 +249,13 @@ def build_random_components(
             factor applied to the UNet's `conv_out` so that DDIM inversion is close to exact; 1.0 keeps the raw
             random initialisation.
         controlnet_std (`float`, *optional*, defaults to 0.05):
-            standard deviation of the ControlNet's zero convolutions; 0.0 keeps them zero, as a fresh ControlNet has,
-            which makes the pose change nothing.
+            standard deviation of the ControlNet's output ("zero") convolutions; 0.0 keeps them zero, as a fresh
+            ControlNet has, which makes the pose change nothing.
+        pose_sensitive (`bool`, *optional*, defaults to `True`):
+            re-initialise the ControlNet's pose embedding so that the pose changes the UNet's noise prediction
+            measurably, as a trained OpenPose ControlNet's does: on the tiny models, a pose and its mirror give
+            predictions about 20-30% apart (0.1% with diffusers' initialisation), so a test that mixes up poses,
+            mirrors one or drops it fails. `False` keeps diffusers' initialisation of the embedding.
 
     Returns:
         [`ModelComponents`]: the models, in evaluation mode.
@@ -263,6 +286,8 @@ def build_random_components(
             base = unet if unet_in_channels == 4 else UNet2DConditionModel(in_channels=4, **configs["unet"])
             controlnet = ControlNetModel.from_unet(base, **configs["controlnet"])
             _perturb_zero_convolutions(controlnet, controlnet_std)
+            if pose_sensitive:
+                _pose_sensitive_embedding(controlnet)
     finally:
         torch.random.set_rng_state(generator_state)
     scheduler = DDIMScheduler(**SD15_SCHEDULER_CONFIG)

@@ -1,5 +1,6 @@
-"""PACM: UNet evaluations and wall time per stage for the paper mode and each fast mode, and batched vs sequential
-per-frame optimisation, measured side by side in one run.
+"""PACM: UNet evaluations and wall time per stage for the paper mode and each fast mode, batched vs sequential
+per-frame optimisation, measured side by side in one run; and how well each setting reconstructs frame 0 (the
+source), next to the plain guidance-1 round trip and the unoptimised guided sampling.
 
 Defaults run the tiny random models on the CPU. On a GPU, `--arch sd15 --random-weights` gives Stable Diffusion 1.5
 shapes (512x512, 64x64 latents) with random weights; without `--random-weights`, `--model`/`--controlnet` load real
@@ -14,6 +15,7 @@ import statistics
 import torch
 
 from ..cli import add_model_arguments, load_components_from_args
+from ..imaging import encode_latents
 from ..loading import resolve_device, resolve_dtype
 from ..pacm import (
     STAGES,
@@ -30,7 +32,7 @@ from ..pacm.frames import frame_conditioning
 from ..pacm.masks import subject_attention_recording
 from ..pacm.source import SourceConditioning
 from ..prompts import encode_prompt
-from ..testing import build_random_components
+from ..testing import astronaut, build_random_components
 from . import compare, describe_device, format_table
 
 
@@ -47,6 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--frames", type=int, default=4, help="target frames (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=3, help="timed runs per candidate (default: %(default)s)")
+    parser.add_argument(
+        "--error-steps",
+        type=int,
+        nargs="*",
+        default=[10, 50],
+        help="DDIM steps of the frame-0 reconstruction table; none skips it (default: 10 50)",
+    )
     add_model_arguments(parser)
 
 
@@ -113,6 +122,40 @@ def main(args: argparse.Namespace) -> None:
     print(format_table(header, rows))
 
     _batched_vs_sequential(components, runs[paper][-1], prompt, targets, modes[paper], args)
+    if args.error_steps:
+        _frame_zero_errors(components, prompt, args.error_steps)
+
+
+def _frame_zero_errors(components, prompt, step_counts: list[int]) -> None:
+    """Frame 0's reconstruction error (relative, in latent space) of the astronaut photo for each setting."""
+    device = components.unet.device
+    size = components.vae.config.sample_size
+    image = torch.from_numpy(astronaut()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    image = torch.nn.functional.interpolate(image, size=(size, size), mode="area")
+    latent = encode_latents(components.vae, image.to(device))
+    pose = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    no_frames = pose[:0]
+    candidates = {
+        "guidance-1 round trip (negative-prompt mode)": {"mode": "negative-prompt"},
+        "guidance 7.5, prompt embeddings (no optimisation)": {"source_inner_steps": 0},
+        "paper (defaults)": {},
+        "paper, null-text early stop 1e-5 + 2e-5 i": {"early_stop_epsilon": 1e-5, "early_stop_slope": 2e-5},
+        "paper, learning rate 1e-1": {"learning_rate": 1e-1},
+        "direct": {"mode": "direct"},
+    }
+    rows = []
+    for name, fields in candidates.items():
+        errors, evaluations = [], []
+        for steps in step_counts:
+            settings = PACMSettings(num_inference_steps=steps, **fields)
+            result = run_pacm(components, latent, prompt, pose, no_frames, settings, show_progress=False)
+            errors.append(relative_error(reconstruct_source(components, result, pose), result.latents[0]))
+            evaluations.append(sum(stats.forward + stats.backward for stats in result.stats.values()))
+        rows.append((name, *(f"{error:.4f}" for error in errors), *evaluations))
+    print("\nFrame-0 reconstruction error of the source (||Z_0' - Z_0|| / ||Z_0||), and UNet evaluations (fwd + bwd)")
+    header = ["setting", *(f"error, {steps} steps" for steps in step_counts)]
+    header += [f"evaluations, {steps} steps" for steps in step_counts]
+    print(format_table(header, rows))
 
 
 def _totals(result: PACMResult) -> tuple[int, int]:

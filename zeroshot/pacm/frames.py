@@ -2,7 +2,8 @@
 
 Every frame starts at `Z_T` and samples with its own pose `p_i`; frames are independent, so a batch of frames gives
 what each frame alone gives (to float tolerance). In paper mode each frame's embedding at step `t` starts from the
-source's `∅_s,t` and takes gradient step(s) towards the source trajectory `Z_{t-1}`. The fast modes optimise nothing:
+source's `∅_s,t` and takes gradient step(s) towards the source trajectory `Z_{t-1}` (Alg. 1 line 7: a plain
+gradient step by default, Adam as an option). The fast modes optimise nothing:
 each frame samples as generation will (negative-prompt: one pass per step, the prompt in both slots; direct: two
 passes, then the source's offset added), to record its attention maps.
 """
@@ -81,6 +82,8 @@ def frame_conditioning(
                 latents[num_steps - step - 1][None],
                 settings,
                 settings.frame_inner_steps,
+                optimizer=settings.frame_optimizer,
+                learning_rate=settings.frame_learning_rate(step),
                 resample=False,
                 stage="frames",
                 recording=recording,

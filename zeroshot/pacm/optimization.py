@@ -1,8 +1,9 @@
 """One timestep of embedding optimisation, for one latent (the source) or a batch of independent frames.
 
-Every latent in the batch has its own embedding and its own Adam state, and stops on its own loss, so a batch gives
-what optimising each latent alone gives (to float tolerance). Gradients are taken with `torch.autograd.grad` with
-respect to the embeddings only: no weight gradient is computed or stored on the models.
+Every latent in the batch has its own embedding and its own optimiser state (Adam, or none for a plain gradient
+step), and stops on its own loss, so a batch gives what optimising each latent alone gives (to float tolerance).
+Gradients are taken with `torch.autograd.grad` with respect to the embeddings only: no weight gradient is computed or
+stored on the models.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def optimize_step(
     settings: PACMSettings,
     inner_steps: int,
     *,
+    optimizer: str,
+    learning_rate: float,
     resample: bool,
     stage: str,
     recording: Recording | None = None,
@@ -57,8 +60,8 @@ def optimize_step(
     """Optimises one embedding per latent so that the guided DDIM step from `latents` lands on `target`.
 
     The non-optimised guidance branch is evaluated once, without gradients. Then, up to `inner_steps` times: one
-    forward pass of the optimised branch, the MSE of the guided step to the target, and an Adam step on the latents
-    whose loss is still above `settings.early_stop_threshold(step)`.
+    forward pass of the optimised branch, the MSE of the guided step to the target, and an optimiser step on the
+    latents whose loss is still above `settings.early_stop_threshold(step)`.
 
     Args:
         denoiser ([`ControlledDenoiser`]): UNet and ControlNet.
@@ -69,8 +72,10 @@ def optimize_step(
         start (`torch.Tensor`): `[n, L, D]` embeddings to start from.
         fixed (`torch.Tensor`): `[L, D]` embedding of the other guidance slot.
         target (`torch.Tensor`): `[1, 4, h, w]` where the step should land (the source trajectory, for every latent).
-        settings ([`PACMSettings`]): guidance, slot, learning rate and early stop.
+        settings ([`PACMSettings`]): guidance, slot and early stop.
         inner_steps (`int`): the most gradient steps per latent.
+        optimizer (`str`): `"adam"` (a fresh Adam for this timestep) or `"gradient"` (`∅ ← ∅ - lr·∇`).
+        learning_rate (`float`): Adam's learning rate, or the gradient step's size.
         resample (`bool`): after the last gradient step, sample once more with the final embeddings (null-text
             inversion; the carried sample then is what generation will compute). Otherwise the carried sample is the
             one of the last forward pass, before its update (Alg. 1: sample, then update).
@@ -93,7 +98,10 @@ def optimize_step(
         maps = fixed_maps()
 
     params = [embedding.detach().clone().requires_grad_(True) for embedding in start]
-    optimizer = torch.optim.Adam(params, lr=settings.learning_rate_at(step))
+    if optimizer not in ("adam", "gradient"):
+        raise ValueError(f"optimizer={optimizer!r}; choose 'adam' or 'gradient'.")
+    # Plain SGD without momentum is exactly the gradient step; each parameter's step uses its own gradient only.
+    update = (torch.optim.Adam if optimizer == "adam" else torch.optim.SGD)(params, lr=learning_rate)
     threshold = settings.early_stop_threshold(step)
     samples = torch.empty_like(latents)
     active = list(range(n))
@@ -122,7 +130,7 @@ def optimize_step(
             param.grad = None
         for position, gradient in zip(still, gradients, strict=True):
             params[active[position]].grad = gradient
-        optimizer.step()
+        update.step()
         active = [active[position] for position in still]
     embeddings = torch.stack([param.detach() for param in params])
     ensure_finite(embeddings, "embeddings", stage, step, len(schedule))

@@ -376,9 +376,9 @@ def _frames_stage(
                     results.put(index, stored)
             stats.frames_from_cache = len(results)
             stats.cached = num_frames > 0 and len(results) == num_frames
-        pending = sharding.broadcast([index for index in range(num_frames) if index not in results])
+        pending = set(sharding.broadcast([index for index in range(num_frames) if index not in results]))
         if not sharding.is_main_process:
-            for index in sorted(set(range(num_frames)) - set(pending)):
+            for index in sorted(set(range(num_frames)) - pending):
                 stored = cache.load("frames", keys.frames[index])
                 if stored is None:
                     raise ZeroshotError(
@@ -386,15 +386,19 @@ def _frames_stage(
                     )
                 results.put(index, stored)
         reporter.add_frames(len(results))
-        mine = sharding.split(pending)
+        # Chunks are fixed windows of the whole sequence, whatever is cached: a frame is always batched with the same
+        # frames, so a resumed run computes exactly (bit for bit) what an uninterrupted one does. A chunk with any
+        # pending frame is computed whole; its frames already cached keep their stored results.
+        size = settings.frame_chunk_size
+        chunks = [list(range(start, min(start + size, num_frames))) for start in range(0, num_frames, size)]
+        mine = sharding.split([chunk for chunk in chunks if any(index in pending for index in chunk)])
         reporter.start("frames", len(mine) * num_steps)
         computed: list[tuple[int, dict[str, torch.Tensor]]] = []
         # Installed once for the stage; each recorded pass only resets the recorder.
         with subject_attention_recording(
             denoiser.unet, prompt.subject_token_indices, tuple(latents.shape[-2:])
         ) as recording:
-            for start in range(0, len(mine), settings.frame_chunk_size):
-                chunk = mine[start : start + settings.frame_chunk_size]
+            for chunk in mine:
                 conditioning = frame_conditioning(
                     denoiser,
                     schedule,
@@ -405,14 +409,15 @@ def _frames_stage(
                     recording,
                     on_step=lambda step: reporter.step("frames", step, num_steps),
                 )
-                for position, index in enumerate(chunk):
+                new = [(position, index) for position, index in enumerate(chunk) if index in pending]
+                for position, index in new:
                     tensors = conditioning.frame(position, "cpu")
                     if keys is not None:
                         cache.save("frames", keys.frames[index], tensors, settings.stage_fields("frames"))
                     results.put(index, tensors)
                     if sharding.num_processes > 1:
                         computed.append((index, tensors))
-                reporter.add_frames(len(chunk))
+                reporter.add_frames(len(new))
         if sharding.num_processes > 1:
             for index, tensors in sharding.gather(computed):
                 results.put(index, tensors)

@@ -118,6 +118,8 @@ def _pose_aware_inversion(
             latents[num_steps - step - 1][None],
             settings,
             settings.source_inner_steps,
+            optimizer="adam",
+            learning_rate=settings.learning_rate_at(step),
             resample=True,
             stage="source",
         )
