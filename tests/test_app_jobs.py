@@ -91,6 +91,10 @@ def test_animate_writes_video_poses_and_report_that_agree(models, tmp_path):
         (IMAGE, POSES, jobs.AnimateOptions(steps=0), "Invalid setting"),
         (POSES, POSES, OPTIONS, "wave.json"),
         (IMAGE, "broken", OPTIONS, "is not valid JSON"),
+        (IMAGE, POSES, jobs.AnimateOptions(face_strength=1.5), r"Face refinement: strength must lie in \[0, 1\]"),
+        (IMAGE, POSES, jobs.AnimateOptions(face_strength=0.3, face_size=500), "face_size must be a positive multiple"),
+        # the astronaut's face at 64x64 is too small to refine: found from the source pose, before the models
+        (IMAGE, POSES, OPTIONS.__class__(**{**OPTIONS.__dict__, "face_strength": 0.3}), "is only 13 pixels across"),
     ],
 )
 def test_every_input_is_checked_before_the_models(image, poses, options, message, tmp_path):
@@ -161,3 +165,22 @@ def test_extract_checks_its_inputs(tmp_path):
     with pytest.raises(ZeroshotError, match=r"Give a video of a person first\."):
         jobs.extract(None, 0.25, True, tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_animate_refines_faces_when_asked(models, tmp_path):
+    """The face setting reaches the pipeline: the report has the refinement pass's boxes and its stage."""
+    options = jobs.AnimateOptions(
+        prompt="a photo of an astronaut",
+        inversion="direct",
+        steps=2,
+        transition_frames=1,
+        width=128,
+        height=128,
+        face_strength=0.5,
+        face_size=64,
+    )
+    report = json.loads(jobs.animate(models, IMAGE, POSES, options, tmp_path).report.read_text())
+    refinement = report["face_refinement"]
+    assert refinement["settings"]["strength"] == 0.5 and refinement["settings"]["face_size"] == 64
+    assert len(refinement["boxes"]) == report["frames"]
+    assert report["stages"]["face_refinement"]["forward"] > 0

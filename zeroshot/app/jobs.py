@@ -17,7 +17,8 @@ import numpy as np
 
 from ..atomic import write_json
 from ..errors import ZeroshotError
-from ..poses import load_poses, pose_alignment_transition, require_keypoints, write_openpose_json
+from ..face import FaceRefinement, check_source_face
+from ..poses import PoseSequence, load_poses, pose_alignment_transition, require_keypoints, write_openpose_json
 from ..poses.preview import overlay_poses
 from ..video import load_image, read_video, write_video
 from .models import AppModels
@@ -48,6 +49,8 @@ class AnimateOptions:
             enough that no joint moves more than 5% of the picture per frame.
         width (`int`), height (`int`): output size, multiples of 8.
         seed (`int`): recorded in the report, as the script does.
+        face_strength (`float`): face refinement's strength in [0, 1] (`--refine-face STRENGTH`); 0 refines nothing.
+        face_size (`int`): the side of the face crops of the refinement pass (`--face-size`).
     """
 
     prompt: str = "a photo of a person"
@@ -62,6 +65,8 @@ class AnimateOptions:
     width: int = 512
     height: int = 512
     seed: int = 0
+    face_strength: float = 0.0
+    face_size: int = 512
 
     def check(self) -> None:
         """Raises [`~zeroshot.errors.ZeroshotError`] for a setting the animation cannot use."""
@@ -80,6 +85,16 @@ class AnimateOptions:
         except ValueError as error:
             raise ZeroshotError(f"Lambdas {self.lambdas}: {error}") from error
         self.pacm_settings()
+        self.face_refinement()
+
+    def face_refinement(self) -> FaceRefinement | None:
+        """The pipeline's `face_refinement` argument: `None` at strength 0."""
+        if self.face_strength == 0:
+            return None
+        try:
+            return FaceRefinement(strength=self.face_strength, face_size=self.face_size)
+        except ValueError as error:
+            raise ZeroshotError(f"Face refinement: {error}") from error
 
     def pacm_settings(self) -> PACMSettings:
         """The [`~zeroshot.pacm.PACMSettings`] of these options."""
@@ -119,6 +134,15 @@ def _input_path(path: str | os.PathLike | None, what: str) -> Path:
     return Path(path)
 
 
+def _check_face_refinement(options: AnimateOptions, source_pose: PoseSequence, poses: object) -> None:
+    """Refuses face refinement, before any model, where it cannot run: poses without keypoints to find faces in, or
+    no face (or too small a face) in the source image."""
+    refinement = options.face_refinement()
+    if refinement is not None:
+        require_keypoints(poses, "used for face refinement (it finds each frame's face in its keypoints)")
+        check_source_face(source_pose, refinement.min_face_size)
+
+
 def preview_poses(
     image_path: str | os.PathLike | None, poses_path: str | os.PathLike | None, options: AnimateOptions
 ) -> np.ndarray:
@@ -134,6 +158,7 @@ def preview_poses(
     image = load_image(_input_path(image_path, "an image of the character"))
     poses = require_keypoints(load_poses(_input_path(poses_path, "the poses (a video or a JSON file)")))
     source = prepare_source(image, options.width, options.height, mask=None)
+    _check_face_refinement(options, source.pose, poses)
     aligned = pose_alignment_transition(source.pose, poses, transition_frames=options.transition_frames)
     return overlay_poses(np.asarray(source.image), aligned.poses)
 
@@ -164,6 +189,7 @@ def animate(
     poses = load_poses(_input_path(poses_path, "the poses (a video or a JSON file)"))
     decoupling = options.pipeline_decoupling
     source = prepare_source(image, options.width, options.height, mask="selfie" if decoupling else None)
+    _check_face_refinement(options, source.pose, poses)
     out = Path(out_dir) / "animation.mp4"
     poses_file, report_file = out.with_name("animation.poses.json"), out.with_name("animation.report.json")
 
@@ -182,6 +208,7 @@ def animate(
         transition_frames=options.transition_frames,
         source=source,
         cache_dir=models.cache_dir,
+        face_refinement=options.face_refinement(),
     )
     fps = getattr(poses, "fps", None) or DEFAULT_FPS
     write_video(result.frames, out, fps)

@@ -77,6 +77,8 @@ def _animate_options(values: dict[str, Any]) -> jobs.AnimateOptions:
         width=_int(values["width"], "Width"),
         height=_int(values["height"], "Height"),
         seed=_int(values["seed"], "Seed"),
+        face_strength=float(values["face_strength"]),
+        face_size=_int(values["face_size"], "Face size"),
     )
 
 
@@ -158,6 +160,16 @@ def _animate_tab(models: AppModels, run_folder: Callable[[], Path]) -> None:
                         width = gr.Number(value=512, precision=0, label="Width", elem_id="width")
                         height = gr.Number(value=512, precision=0, label="Height", elem_id="height")
                         seed = gr.Number(value=0, precision=0, label="Seed", elem_id="seed")
+                    with gr.Row():
+                        face_strength = gr.Slider(
+                            0.0,
+                            1.0,
+                            value=0.0,
+                            step=0.05,
+                            label="Face refinement strength (0: off)",
+                            elem_id="face-strength",
+                        )
+                        face_size = gr.Number(value=512, precision=0, label="Face crop size", elem_id="face-size")
                 with gr.Row():
                     preview_button = gr.Button("Preview poses", elem_id="preview-button")
                     run_button = gr.Button("Run", variant="primary", elem_id="run-button")
@@ -182,6 +194,8 @@ def _animate_tab(models: AppModels, run_folder: Callable[[], Path]) -> None:
         "width": width,
         "height": height,
         "seed": seed,
+        "face_strength": face_strength,
+        "face_size": face_size,
     }
     animate_inputs = {image, poses, *fields.values()}
 
