@@ -155,4 +155,4 @@ def test_json_is_strict(tmp_path):
     path = write_json(tmp_path / "scores.json", {"psnr": float("inf"), "values": [1.5, float("nan")], "n": 3})
     text = path.read_text()
     assert "Infinity" not in text and "NaN" not in text
-    assert json.loads(text) == {"psnr": "inf", "values": [1.5, "nan"], "n": 3}
+    assert json.loads(text) == {"psnr": None, "values": [1.5, None], "n": 3}

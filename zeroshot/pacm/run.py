@@ -403,7 +403,7 @@ def _frames_stage(
                     target_poses.conditions(chunk, denoiser.device),
                     settings,
                     recording,
-                    on_step=lambda step: reporter.step("frames", step, num_steps),
+                    on_step=lambda step, size=len(chunk): reporter.step("frames", step, num_steps, size),
                 )
                 for position, index in enumerate(chunk):
                     tensors = conditioning.frame(position, "cpu")
