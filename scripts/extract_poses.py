@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from zeroshot.cli import run
+from zeroshot.cli import ArgumentParser, positive_int, real_number, run
 from zeroshot.errors import ZeroshotError
 from zeroshot.poses import (
     DETECTORS,
@@ -28,8 +29,12 @@ from zeroshot.poses import (
 from zeroshot.video import check_output_path
 
 
+#: Widest temporal smoothing, in frames (a Gaussian's standard deviation).
+MAX_SMOOTHING = 100.0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("video", help="the video to extract poses from (any format ffmpeg reads, or a GIF)")
     parser.add_argument(
         "--out",
@@ -47,12 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="where the openpose or dwpose networks run (default: cpu)")
     parser.add_argument(
         "--smooth",
-        type=float,
+        type=real_number(0, MAX_SMOOTHING, why="a Gaussian that wide averages the motion away"),
         default=0.0,
         metavar="SIGMA",
-        help="smooth keypoints over time with a Gaussian of this many frames (default: 0, off)",
+        help=f"smooth keypoints over time with a Gaussian of this many frames, at most {MAX_SMOOTHING:g} (default: 0, "
+        "off)",
     )
-    parser.add_argument("--max-frames", type=int, help="stop after this many frames")
+    parser.add_argument("--max-frames", type=positive_int, help="stop after this many frames")
     parser.add_argument("--render", help="also write the rendered poses: a .mp4, a .gif or a folder of PNG frames")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -60,10 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    if args.smooth < 0:
-        raise ZeroshotError(f"--smooth must be 0 (off) or a positive number of frames, got {args.smooth}.")
-    if args.max_frames is not None and args.max_frames < 1:
-        raise ZeroshotError(f"--max-frames must be at least 1, got {args.max_frames}.")
+    if not Path(args.video).is_file():
+        raise ZeroshotError(f"Video {args.video!r} is not a file.")
     check_openpose_output_path(args.out)
     if args.render:
         check_output_path(args.render)

@@ -19,14 +19,14 @@ import sys
 from collections.abc import Sequence
 from dataclasses import fields
 
-from zeroshot.cli import run
+from zeroshot.cli import ArgumentParser, run
 from zeroshot.defaults import DEFAULT_MODEL
 from zeroshot.qffusion.settings import TrainingSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = {field.name: field.default for field in fields(TrainingSettings)}
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL, help="base model: hub id or folder (default: %(default)s)")
     parser.add_argument("--data", required=True, help="folder of training videos (searched recursively)")
     parser.add_argument(
