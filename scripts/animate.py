@@ -40,6 +40,7 @@ from zeroshot.cli import (
     positive_int,
     run,
     seed,
+    stage_summary,
     whole_number,
 )
 from zeroshot.defaults import MAX_OUTPUT_SIDE
@@ -169,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from zeroshot.cli import load_components_from_args
     from zeroshot.masks import MASK_METHODS, load_mask
     from zeroshot.pacm import pacm_cache_dir_from_args, pacm_settings_from_args
-    from zeroshot.poseanimate import PoseAnimatePipeline, prepare_source
+    from zeroshot.poseanimate import UNET_STAGES, PoseAnimatePipeline, prepare_source
     from zeroshot.poses import load_poses, load_source_pose, write_openpose_json
     from zeroshot.poses.pata import MAX_TRANSITION_FRAMES
     from zeroshot.video import check_output_path, load_image, write_video
@@ -195,8 +196,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.manual_seed(args.seed)
 
     # 2. Models, then the pipeline.
-    logger.info("loading models: %s + %s", args.model, args.controlnet)
+    checked = time.perf_counter() - started
+    logger.info("inputs checked in %.1f s; loading models: %s + %s", checked, args.model, args.controlnet)
+    loading = time.perf_counter()
     pipe = PoseAnimatePipeline.from_components(load_components_from_args(args))
+    loading = time.perf_counter() - loading
     accelerate_state = _distributed_state(pipe)
     try:
         result = pipe(
@@ -246,6 +250,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     write_json(report_path, report)
     seconds = report["wall_seconds"]
+    order = ("poses", "mask", "encode", *UNET_STAGES, "decode")
+    ran = result.report["stages"]
+    stages = {"check inputs": {"seconds": checked}, "load models": {"seconds": loading}}
+    print(stage_summary(stages | {name: ran[name] for name in order if name in ran}))
     print(
         f"{out}: {len(result.frames)} frames ({result.num_transition} transition) at {fps:g} fps in {seconds:.1f} s; "
         f"report: {report_path}"

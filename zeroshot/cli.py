@@ -9,7 +9,7 @@ import argparse
 import logging
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from .defaults import DEFAULT_CONTROLNET, DEFAULT_MODEL
@@ -177,6 +177,20 @@ def load_components_from_args(args: argparse.Namespace, *, unet_in_channels: int
         offline=args.offline,
         unet_in_channels=unet_in_channels,
     )
+
+
+def stage_summary(stages: Mapping[str, Mapping[str, float | int | bool]]) -> str:
+    """A table of what each stage cost: seconds, UNet evaluations forward and backward (when counted), and whether it
+    came from the cache (`cached`, or `frames_from_cache` of a partly cached stage), in the order given."""
+    lines = [f"{'stage':<16}{'seconds':>9}{'UNet fwd':>10}{'UNet bwd':>10}  cache"]
+    for name, stats in stages.items():
+        cached = "cached" if stats.get("cached") else ""
+        if not cached and stats.get("frames_from_cache"):
+            cached = f"{stats['frames_from_cache']} frames cached"
+        forward, backward = stats.get("forward", ""), stats.get("backward", "")
+        lines.append(f"{name:<16}{stats['seconds']:>9.1f}{forward:>10}{backward:>10}  {cached}".rstrip())
+    lines.append(f"{'total':<16}{sum(stats['seconds'] for stats in stages.values()):>9.1f}")
+    return "\n".join(lines)
 
 
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:
