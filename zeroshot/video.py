@@ -255,7 +255,7 @@ def check_output_path(path: str | os.PathLike, *, num_frames: int = 0, size: tup
 
     Raises:
         [`~zeroshot.errors.ZeroshotError`]: the suffix is unknown, a folder stands where a file is meant, a frame
-        folder already exists and is not empty, the folder cannot be written, or the disk is too full.
+        folder is not empty, the folder cannot be written, or the disk is too full.
     """
     kind = output_kind(path)
     raw = num_frames * size[0] * size[1] * 3
