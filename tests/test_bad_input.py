@@ -104,6 +104,8 @@ CASES = [
     ("animate", [*ANIMATE, "--poses", "{in}/broken.json"], "broken.json"),
     ("animate", [*ANIMATE, "--poses", "{in}/pixels.json"], "gives keypoints in pixels but not the size"),
     ("animate", [*ANIMATE, "--poses", "{in}/pixels.json", "--pose-size", "100x100"], "lies outside the 100x100"),
+    ("animate", [*ANIMATE, "--poses", "{in}/infinite_fps.json"], "fps must be a positive finite number, got inf"),
+    ("animate", [*ANIMATE, "--poses", "{in}/no_frames.json"], "holds no frames"),
     ("animate", [*ANIMATE, "--pose-size", "0x0"], "0x0 is not a valid size: width and height must be positive"),
     ("animate", [*ANIMATE, "--pose-size", "big"], "'big' is not a size"),
     ("animate", [*ANIMATE, "--source-pose", "{in}/missing.json"], "missing.json"),
@@ -198,6 +200,9 @@ def _write_inputs(folder: Path) -> None:
     (folder / "broken.json").write_text("{not json")
     keypoints = [value for index in range(18) for value in [300.0 + index, 50.0 + 20 * index, 0.9]]
     (folder / "pixels.json").write_text(json.dumps({"people": [{"pose_keypoints_2d": keypoints}]}))
+    wave = json.loads(POSES.read_text())
+    (folder / "infinite_fps.json").write_text(json.dumps(wave | {"fps": math.inf}))  # json writes Infinity
+    (folder / "no_frames.json").write_text(json.dumps(wave | {"frames": []}))
     for name in ("folder", "folder.json", "clip.mp4", "ckpt", "taken.report.json"):
         (folder / name).mkdir()
     (folder / "nonempty").mkdir()

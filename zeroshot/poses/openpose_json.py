@@ -216,8 +216,8 @@ def _read_frames(path: Path) -> tuple[list[_Frame], float | None]:
     if isinstance(document, dict) and "frames" in document:
         canvas = _canvas(document, f"{str(path)!r}")
         fps = document.get("fps")
-        if fps is not None and (not isinstance(fps, (int, float)) or not fps > 0):
-            raise ZeroshotError(f"{str(path)!r}: fps must be a positive number, got {fps!r}.")
+        if fps is not None and (not isinstance(fps, (int, float)) or not 0 < fps < math.inf):
+            raise ZeroshotError(f"{str(path)!r}: fps must be a positive finite number, got {fps!r}.")
         items = document["frames"]
         if not isinstance(items, list):
             raise ZeroshotError(f"{str(path)!r}: 'frames' must be a list of frames, got {type(items).__name__}.")
