@@ -33,7 +33,9 @@ class ArgumentParser(argparse.ArgumentParser):
     takes one value and the value is no option (`--size -64x64`, `--lambdas -1,1,1`, `--fps -inf`): the option's
     own check then says what is wrong, where argparse would say "expected one argument"."""
 
-    def parse_known_args(self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None):
+    def parse_known_args(
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
         args = list(sys.argv[1:] if args is None else args)
         joined: list[str] = []
         index = 0
@@ -51,10 +53,11 @@ class ArgumentParser(argparse.ArgumentParser):
         return super().parse_known_args(joined, namespace)
 
     def _is_option(self, token: str) -> bool:
+        """Whether argparse reads `token` as an option: `--`, an option string, or the abbreviation of a long one."""
         name = token.split("=", 1)[0]
-        return token == "--" or name in self._option_string_actions or (
-            name.startswith("--") and len(name) > 2 and any(o.startswith(name) for o in self._option_string_actions)
-        )
+        if token == "--" or name in self._option_string_actions:
+            return True
+        return name.startswith("--") and any(option.startswith(name) for option in self._option_string_actions)
 
 
 def whole_number(minimum: int | None = None, maximum: int | None = None, *, why: str = "") -> Callable[[str], int]:
@@ -128,9 +131,8 @@ def image_size(multiple_of: int = 1, maximum: int = 2**16, *, why: str = "") -> 
     return parse
 
 
-#: Whole numbers from 1, and from 0.
+#: Whole numbers from 1.
 positive_int = whole_number(1)
-non_negative_int = whole_number(0)
 #: Frame rates: positive and finite.
 frame_rate = real_number(above=0, maximum=1000, why="frames per second")
 #: Seeds of the random generators.

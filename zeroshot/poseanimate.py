@@ -335,18 +335,22 @@ class PoseAnimatePipeline(DiffusionPipeline):
             `TypeError` or `ValueError`: an argument of the wrong type or out of range (the message names it).
             [`~zeroshot.errors.ZeroshotError`]: inputs that cannot be animated (no person, unreadable files, ...).
         """
-        check_text(prompt, "prompt")
-        check_text(negative_prompt, "negative_prompt")
-        check_text(subject, "subject", optional=True)
-        lambdas = as_weights(lambdas, "lambdas", 3)
-        if pacm_settings is not None and not isinstance(pacm_settings, PACMSettings):
-            raise TypeError(f"pacm_settings must be a PACMSettings, got {type(pacm_settings).__name__}.")
-        if source is not None and not isinstance(source, SourceInputs):
-            raise TypeError(f"source must be SourceInputs (from prepare_source), got {type(source).__name__}.")
-        if transition_frames is not None:
-            check_int(transition_frames, "transition_frames", 0, MAX_TRANSITION_FRAMES)
+        lambdas = self._check_inputs(
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            subject=subject,
+            height=height,
+            width=width,
+            pacm_settings=pacm_settings,
+            lambdas=lambdas,
+            decoupling=decoupling,
+            transition_frames=transition_frames,
+            window=window,
+            source=source,
+            mask_method=mask_method,
+            output_type=output_type,
+        )
         settings = pacm_settings or PACMSettings()
-        self._check_inputs(height, width, window, lambdas, decoupling, mask_method, output_type)
         if source is None:
             image = as_image(image)
         poses = as_poses(poses)
@@ -458,14 +462,33 @@ class PoseAnimatePipeline(DiffusionPipeline):
 
     def _check_inputs(
         self,
+        *,
+        prompt: str,
+        negative_prompt: str,
+        subject: str | None,
         height: int,
         width: int,
-        window: int,
+        pacm_settings: PACMSettings | None,
         lambdas: tuple[float, float, float],
         decoupling: str | None,
+        transition_frames: int | None,
+        window: int,
+        source: SourceInputs | None,
         mask_method: str,
         output_type: str,
-    ) -> None:
+    ) -> tuple[float, float, float]:
+        """Raises `TypeError` or `ValueError` naming a misused argument, or [`~zeroshot.errors.ZeroshotError`] for
+        settings that cannot work; returns `lambdas` as a tuple of floats."""
+        check_text(prompt, "prompt")
+        check_text(negative_prompt, "negative_prompt")
+        check_text(subject, "subject", optional=True)
+        lambdas = as_weights(lambdas, "lambdas", 3)
+        if pacm_settings is not None and not isinstance(pacm_settings, PACMSettings):
+            raise TypeError(f"pacm_settings must be a PACMSettings, got {type(pacm_settings).__name__}.")
+        if source is not None and not isinstance(source, SourceInputs):
+            raise TypeError(f"source must be SourceInputs (from prepare_source), got {type(source).__name__}.")
+        if transition_frames is not None:
+            check_int(transition_frames, "transition_frames", 0, MAX_TRANSITION_FRAMES)
         check_int(height, "height", 1, MAX_OUTPUT_SIDE)
         check_int(width, "width", 1, MAX_OUTPUT_SIDE)
         check_int(window, "window", 1)
@@ -479,6 +502,7 @@ class PoseAnimatePipeline(DiffusionPipeline):
             raise ZeroshotError(f"The mask method must be one of {MASK_METHODS}, got {mask_method!r}.")
         if output_type not in ("np", "latent"):
             raise ValueError(f"output_type must be 'np' or 'latent', got {output_type!r}.")
+        return lambdas
 
     @staticmethod
     def _subject(prompt: str, subject: str | None, decoupling: str | None) -> str | None:
