@@ -163,20 +163,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     )  # fmt: skip
     _check_arguments(args)
 
-    import numpy as np
-    import torch
-
-    from zeroshot.atomic import write_json
-    from zeroshot.cli import load_components_from_args
     from zeroshot.masks import MASK_METHODS, load_mask
     from zeroshot.pacm import pacm_cache_dir_from_args, pacm_settings_from_args
-    from zeroshot.poseanimate import UNET_STAGES, PoseAnimatePipeline, prepare_source
     from zeroshot.poses import load_poses, load_source_pose, write_openpose_json
     from zeroshot.poses.pata import MAX_TRANSITION_FRAMES
     from zeroshot.video import check_output_path, load_image, write_video
 
-    clock = {"imports": time.perf_counter() - started}  # torch and diffusers: most of a short run's start-up
-    # 1. Everything about the inputs is checked, and the source's pose and mask found, before any model loads.
+    # 1. Everything about the inputs is checked, and the source's pose and mask found, before any model loads; what
+    # needs no torch first, so that most mistakes are reported before the long imports.
     width, height = args.size
     settings = pacm_settings_from_args(args)
     image = load_image(args.image)
@@ -189,7 +183,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         method = args.mask or "selfie"
         mask = method if method in MASK_METHODS else load_mask(method, image.size)
     source_pose = load_source_pose(args.source_pose, image.size) if args.source_pose else None
+    clock = {"check inputs": time.perf_counter() - started}
+
+    import numpy as np
+    import torch
+
+    from zeroshot.atomic import write_json
+    from zeroshot.cli import load_components_from_args
+    from zeroshot.poseanimate import UNET_STAGES, PoseAnimatePipeline, prepare_source
+
+    clock["imports"] = time.perf_counter() - started - clock["check inputs"]  # torch and diffusers
     source = prepare_source(image, width, height, pose=source_pose, mask=mask, sam_checkpoint=args.sam_checkpoint)
+    clock["check inputs"] = time.perf_counter() - started - clock["imports"]
     report_path = out.with_name(f"{out.stem}.report.json")
     poses_path = out.with_name(f"{out.stem}.poses.json")
     random.seed(args.seed)
@@ -197,7 +202,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.manual_seed(args.seed)
 
     # 2. Models, then the pipeline.
-    clock["check inputs"] = time.perf_counter() - started - clock["imports"]
     logger.info("inputs checked; loading models: %s + %s", args.model, args.controlnet)
     loading = time.perf_counter()
     pipe = PoseAnimatePipeline.from_components(load_components_from_args(args))

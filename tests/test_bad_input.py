@@ -350,9 +350,11 @@ def test_pacm_settings_refuse_non_finite_numbers():
 
 def test_argument_errors_exit_2_in_one_line_without_importing_torch(tmp_path):
     """One refused case per script, run as the scripts are run, in one interpreter: exit 2, one `error:` line, no
-    traceback, and no torch, diffusers or transformers imported (the benchmark, last, imports torch)."""
+    traceback, and no torch, diffusers or transformers imported (the benchmark, last, imports torch), also for an
+    input file checked after parsing."""
     cases = [
         ["animate.py", *[a.replace("{out}", str(tmp_path)) for a in ANIMATE], "--fps", "0"],
+        ["animate.py", *[a.replace("{out}", str(tmp_path)) for a in ANIMATE], "--image", "missing.png"],
         ["edit.py", "--start", "s.png", "--end", "e.png", "--checkpoint", "c", "--out", "o.mp4", "--jump-cut", "2"],
         ["evaluate.py", "a.mp4", "--source", "s.png", "--poses", "p.json", "--fps", "nan"],
         ["extract_poses.py", "v.mp4", "-o", "p.json", "--smooth", "1e9"],
