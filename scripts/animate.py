@@ -67,7 +67,6 @@ def _lambdas(text: str) -> tuple[float, float, float]:
 
 def build_parser() -> argparse.ArgumentParser:
     from zeroshot.pacm import add_pacm_arguments
-
     from zeroshot.poses.pata import MAX_TRANSITION_FRAMES
 
     parser = ArgumentParser(

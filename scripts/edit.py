@@ -62,18 +62,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="jump-cut mode: N frames (3 or more) from START to END, no --video",
     )
-    parser.add_argument(
-        "--fps", type=frame_rate, help=f"frame rate in jump-cut mode (default: {JUMP_CUT_FPS:g})"
-    )
+    parser.add_argument("--fps", type=frame_rate, help=f"frame rate in jump-cut mode (default: {JUMP_CUT_FPS:g})")
     parser.add_argument(
         "--schedule", choices=["qgp", "naive"], default="qgp", help="frame order (default: %(default)s)"
     )
-    parser.add_argument("--steps", type=whole_number(1, 1000), default=25, help="denoising steps per grid (default: %(default)s)")
-    parser.add_argument("--batch-size", type=positive_int, default=8, help="grids per UNet batch (default: %(default)s)")
-    parser.add_argument("--resolution", type=whole_number(8, MAX_OUTPUT_SIDE), help="shorter side of the working size (default: the checkpoint's)")
     parser.add_argument(
-        "--seed", type=seed, default=0, help=f"random seed, 0 to {MAX_SEED} (default: %(default)s)"
+        "--steps", type=whole_number(1, 1000), default=25, help="denoising steps per grid (default: %(default)s)"
     )
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=8, help="grids per UNet batch (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--resolution",
+        type=whole_number(8, MAX_OUTPUT_SIDE),
+        help="shorter side of the working size (default: the checkpoint's)",
+    )
+    parser.add_argument("--seed", type=seed, default=0, help=f"random seed, 0 to {MAX_SEED} (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_model_arguments(parser, controlnet=False)
     return parser

@@ -37,7 +37,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--poses", type=Path, required=True, help="the poses of every frame (the .poses.json animate.py writes)"
     )
-    parser.add_argument("--fps", type=frame_rate, default=8.0, help="frame rate of a PNG folder (default: %(default)s)")
+    parser.add_argument(
+        "--fps", type=frame_rate, default=8.0, help="frame rate of a PNG folder (default: %(default)s)"
+    )
     parser.add_argument("--lpips-alexnet", type=Path, help="torchvision AlexNet checkpoint, for LPIPS")
     parser.add_argument("--lpips-linear", type=Path, help="LPIPS v0.1 alex.pth linear heads (default: from lpips)")
     parser.add_argument("--clip", type=Path, help="CLIP model folder, for CLIP-I and frame consistency")

@@ -28,7 +28,6 @@ from zeroshot.poses import (
 )
 from zeroshot.video import check_output_path
 
-
 #: Widest temporal smoothing, in frames (a Gaussian's standard deviation).
 MAX_SMOOTHING = 100.0
 

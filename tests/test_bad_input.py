@@ -252,7 +252,9 @@ def _on_alarm(signum, frame):
 
 
 @pytest.mark.parametrize(("script", "arguments", "message"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
-def test_script_refuses_bad_input_before_the_models(script, arguments, message, inputs, tmp_path, capsys, no_model_loads):
+def test_script_refuses_bad_input_before_the_models(
+    script, arguments, message, inputs, tmp_path, capsys, no_model_loads
+):
     from zeroshot.cli import run
 
     out = tmp_path / "out"

@@ -33,4 +33,3 @@ def test_pacm_bars_end_at_their_totals(tiny_components, monkeypatch):
         ("PACM source embeddings", 2, 2),
         ("PACM frame embeddings", 6, 6),
     ]
-

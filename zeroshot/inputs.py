@@ -63,9 +63,7 @@ def _array_to_uint8_rgb(array: np.ndarray, name: str) -> np.ndarray:
     return np.clip(np.round(values), 0, 255).astype(np.uint8)
 
 
-def as_poses(
-    value: Poses | str | os.PathLike, name: str = "poses", *, size: tuple[int, int] | None = None
-) -> Poses:
+def as_poses(value: Poses | str | os.PathLike, name: str = "poses", *, size: tuple[int, int] | None = None) -> Poses:
     """A pose sequence of a [`~zeroshot.poses.PoseSequence`], [`~zeroshot.poses.RenderedPoses`] or a path that
     [`~zeroshot.poses.load_poses`] reads (with `size`, the canvas of OpenPose JSON that does not give it).
 

@@ -41,12 +41,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="random weights of --arch (always for tiny); without it, sd15 loads --model and --controlnet",
     )
-    parser.add_argument("--steps", type=whole_number(1, 1000), default=50, help="DDIM steps of the paper mode (default: %(default)s)")
     parser.add_argument(
-        "--fast-steps", type=whole_number(1, 1000), default=20, help="DDIM steps of the fewer-steps fast mode (default: %(default)s)"
+        "--steps", type=whole_number(1, 1000), default=50, help="DDIM steps of the paper mode (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--fast-steps",
+        type=whole_number(1, 1000),
+        default=20,
+        help="DDIM steps of the fewer-steps fast mode (default: %(default)s)",
     )
     parser.add_argument("--frames", type=whole_number(1, 256), default=4, help="target frames (default: %(default)s)")
-    parser.add_argument("--rounds", type=whole_number(1, 1000), default=3, help="timed runs per candidate (default: %(default)s)")
+    parser.add_argument(
+        "--rounds", type=whole_number(1, 1000), default=3, help="timed runs per candidate (default: %(default)s)"
+    )
     add_model_arguments(parser)
 
 

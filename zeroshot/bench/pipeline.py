@@ -90,9 +90,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="random weights of --arch; needed with sd15 (this benchmark loads no weights); tiny is always random",
     )
-    parser.add_argument("--frames", type=whole_number(2, 256), help="frames of the video, frame 0 included (default: 8 tiny, 16 sd15)")
     parser.add_argument(
-        "--size", type=whole_number(8, MAX_OUTPUT_SIDE), help="width and height in pixels, a multiple of 8 (default: 64 tiny, 512 sd15)"
+        "--frames", type=whole_number(2, 256), help="frames of the video, frame 0 included (default: 8 tiny, 16 sd15)"
+    )
+    parser.add_argument(
+        "--size",
+        type=whole_number(8, MAX_OUTPUT_SIDE),
+        help="width and height in pixels, a multiple of 8 (default: 64 tiny, 512 sd15)",
     )
     parser.add_argument("--steps", type=whole_number(1, 1000), help="DDIM steps (default: 10 tiny, 50 sd15)")
     parser.add_argument(
@@ -108,7 +112,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="frames per UNet call in generation and decoding; the first is the reference (default: 16,4)",
     )
     parser.add_argument(
-        "--rounds", type=whole_number(1, 1000), help="timed runs of each mode and window, interleaved (default: 3 tiny, 1 sd15)"
+        "--rounds",
+        type=whole_number(1, 1000),
+        help="timed runs of each mode and window, interleaved (default: 3 tiny, 1 sd15)",
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
     parser.add_argument(

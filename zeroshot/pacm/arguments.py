@@ -10,7 +10,6 @@ from ..cli import positive_int, real_number, whole_number
 from ..errors import ZeroshotError
 from .settings import EMBEDDING_SLOTS, PACM_MODES, PACMSettings
 
-
 #: DDIM steps: at most one per training timestep of Stable Diffusion's scheduler.
 _ddim_steps = whole_number(1, 1000, why="the scheduler has 1000 training timesteps")
 #: Optimisation steps per timestep: each is a UNet forward and backward pass per frame.
