@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -35,12 +36,15 @@ from zeroshot.cli import (
     positive_int,
     run,
     seed,
+    stage_summary,
     whole_number,
 )
 from zeroshot.defaults import MAX_OUTPUT_SIDE
 from zeroshot.errors import ZeroshotError
 from zeroshot.outputs import check_output
 from zeroshot.video import check_output_path, load_image, read_video, write_video
+
+logger = logging.getLogger("scripts.edit")
 
 #: Longest jump-cut transition: two minutes at 25 fps.
 MAX_JUMP_CUT_FRAMES = 3000
@@ -109,6 +113,8 @@ def _used_settings(args: argparse.Namespace) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    what = f"editing {args.video}" if args.video is not None else f"a jump cut of {args.jump_cut} frames"
+    logger.info("%s from %s to %s into %s; checking the inputs", what, args.start, args.end, args.out)
     _check_arguments(args)
     out = Path(args.out)
     report_path = out.with_name(f"{out.stem}.report.json")
@@ -171,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "seconds": {"landmarks": landmark_seconds, **result.seconds},
     }
     write_json(report_path, report)
+    print(stage_summary({name: {"seconds": seconds} for name, seconds in report["seconds"].items()}))
     print(f"wrote {path} ({len(result.video)} frames at {result.video.fps:g} fps, {len(result.schedule)} grids)")
 
 
