@@ -279,6 +279,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
     out = check_output_path(args.out)
     for kind in ("report", "poses"):
         check_output(out.with_name(f"{out.stem}.{kind}.json"), what=f"the {kind} file")
+    if not args.no_cache:  # the cache is written as PACM runs: a folder that cannot take it is found out now
+        check_output(args.cache_dir / "cache-entry", what="--cache-dir")
 
 
 def _distributed_state(pipe: object) -> object | None:

@@ -91,6 +91,8 @@ CASES = [
     ("animate", [*ANIMATE, "--out", "{in}/plainfile"], "is a file; give a missing or empty folder"),
     ("animate", [*ANIMATE, "--out", "{in}/text.txt/w.mp4"], "is a file, not a folder"),
     ("animate", [*ANIMATE, "--out", "{in}/taken.mp4"], "the report file"),
+    ("animate", [*ANIMATE, "--cache-dir", "{in}/text.txt"], "text.txt' is a file, not a folder"),
+    ("animate", [*ANIMATE, "--cache-dir", "/proc/sys/cache"], "Cannot write --cache-dir"),
     # animate.py: inputs
     ("animate", [*ANIMATE, "--image", "{in}/missing.png"], "does not exist"),
     ("animate", [*ANIMATE, "--image", "{in}/folder"], "is a folder; give an image file"),
