@@ -1,9 +1,10 @@
 """Bad inputs, replayed from a table across every script and the Python API, as a new user would make them.
 
 Each must end with exit status 2 and one `error:` line (or, from the API, a `TypeError` or `ValueError` naming the
-argument), no traceback, no file written, and before any model loads: the loaders are replaced by a probe that
-fails the case if it is reached. Most cases run in-process through `zeroshot.cli.run`, as the scripts do; a few run
-as real subprocesses, one of which also proves that argument errors import no torch.
+argument, or the `ZeroshotError` of a missing file), no traceback, no file written, and before any model loads: the
+loaders are replaced by a probe that fails the case if it is reached. Most cases run in-process through
+`zeroshot.cli.run`, as the scripts do; a few run as real subprocesses, one of which also proves that argument errors
+import no torch. A signal alarm guards against hangs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+from zeroshot.errors import ZeroshotError
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = ROOT / "zeroshot" / "assets" / "astronaut.jpg"
@@ -316,6 +319,9 @@ API_CASES = [
     ({"pacm_settings": {}}, TypeError, "pacm_settings must be a PACMSettings, got dict"),
     ({"source": "me.png"}, TypeError, "source must be SourceInputs (from prepare_source), got str"),
     ({"output_type": "pil"}, ValueError, "output_type must be 'np' or 'latent', got 'pil'"),
+    ({"cache_dir": 1}, TypeError, "cache_dir must be a path or None, got int"),
+    ({"image": "missing.png"}, ZeroshotError, "Image 'missing.png' does not exist."),
+    ({"poses": "missing.json"}, ZeroshotError, "Poses 'missing.json' do not exist."),
 ]
 
 

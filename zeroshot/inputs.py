@@ -63,9 +63,10 @@ def _array_to_uint8_rgb(array: np.ndarray, name: str) -> np.ndarray:
     return np.clip(np.round(values), 0, 255).astype(np.uint8)
 
 
-def as_poses(value: Poses | str | os.PathLike, name: str = "poses", *, size: tuple[int, int] | None = None) -> Poses:
+def as_poses(value: Poses | str | os.PathLike, name: str = "poses") -> Poses:
     """A pose sequence of a [`~zeroshot.poses.PoseSequence`], [`~zeroshot.poses.RenderedPoses`] or a path that
-    [`~zeroshot.poses.load_poses`] reads (with `size`, the canvas of OpenPose JSON that does not give it).
+    [`~zeroshot.poses.load_poses`] reads (OpenPose JSON in pixels without a canvas size needs `load_poses(path,
+    size=...)` instead).
 
     Raises:
         `TypeError`: another type. [`~zeroshot.errors.ZeroshotError`]: a path that holds no poses.
@@ -73,7 +74,7 @@ def as_poses(value: Poses | str | os.PathLike, name: str = "poses", *, size: tup
     if isinstance(value, (PoseSequence, RenderedPoses)):
         return value
     if isinstance(value, (str, os.PathLike)):
-        return load_poses(value, size=size)
+        return load_poses(value)
     raise TypeError(f"{name} must be a PoseSequence, RenderedPoses or a path, got {type(value).__name__}.")
 
 

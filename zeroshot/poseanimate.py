@@ -348,6 +348,7 @@ class PoseAnimatePipeline(DiffusionPipeline):
             window=window,
             source=source,
             mask_method=mask_method,
+            cache_dir=cache_dir,
             output_type=output_type,
         )
         settings = pacm_settings or PACMSettings()
@@ -475,6 +476,7 @@ class PoseAnimatePipeline(DiffusionPipeline):
         window: int,
         source: SourceInputs | None,
         mask_method: str,
+        cache_dir: str | os.PathLike | None,
         output_type: str,
     ) -> tuple[float, float, float]:
         """Raises `TypeError` or `ValueError` naming a misused argument, or [`~zeroshot.errors.ZeroshotError`] for
@@ -489,6 +491,8 @@ class PoseAnimatePipeline(DiffusionPipeline):
             raise TypeError(f"source must be SourceInputs (from prepare_source), got {type(source).__name__}.")
         if transition_frames is not None:
             check_int(transition_frames, "transition_frames", 0, MAX_TRANSITION_FRAMES)
+        if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
+            raise TypeError(f"cache_dir must be a path or None, got {type(cache_dir).__name__}.")
         check_int(height, "height", 1, MAX_OUTPUT_SIDE)
         check_int(width, "width", 1, MAX_OUTPUT_SIDE)
         check_int(window, "window", 1)
