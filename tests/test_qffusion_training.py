@@ -143,8 +143,9 @@ def test_resumed_run_ends_where_the_uninterrupted_run_ends(full_run, settings, t
     state = json.loads((Path(interrupted.output_dir) / "checkpoint-12" / "training_state.json").read_text())
     assert state["batches"] == BATCHES_PER_EPOCH + 4 and state["num_processes"] == 1
     log_path = Path(interrupted.output_dir) / "log.jsonl"
-    with log_path.open("a") as log:  # what a run killed after its checkpoint at 12 leaves: steps 13 and 14 logged
+    with log_path.open("a") as log:  # what a run killed after its checkpoint at 12 leaves: steps 13, 14 and a half
         log.writelines(json.dumps({"step": step, "epoch": 1, "loss": 0.5}) + "\n" for step in (13, 14))
+        log.write('{"step": 15, "ep')
     train_qga(replace(interrupted, max_steps=24, resume="latest"))
     full = load_file(Path(settings.output_dir) / "checkpoint-24" / "unet.safetensors")
     resumed = load_file(Path(interrupted.output_dir) / "checkpoint-24" / "unet.safetensors")

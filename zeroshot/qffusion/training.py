@@ -107,14 +107,22 @@ def find_checkpoints(output_dir: str | Path) -> list[Path]:
 
 def _truncate_log(path: Path, step: int) -> None:
     """Drops the log lines of steps after `step` (written by an interrupted run after its last checkpoint), which
-    the resumed run logs again."""
+    the resumed run logs again, and a last line cut short by a killed process."""
     if not path.exists():
         return
     lines = path.read_text().splitlines(keepends=True)
-    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+    kept = [line for line in lines if line.endswith("\n") and 0 < _logged_step(line) <= step]
     if len(kept) != len(lines):
         with staged_file(path) as staging:
             staging.write_text("".join(kept))
+
+
+def _logged_step(line: str) -> int:
+    """The step of a log line, or 0 for a line that is not a complete record."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return 0
 
 
 def _resolve_resume(settings: TrainingSettings) -> Path | None:
