@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
@@ -22,6 +23,8 @@ from dataclasses import fields
 from zeroshot.cli import ArgumentParser, run
 from zeroshot.defaults import DEFAULT_MODEL
 from zeroshot.qffusion.settings import TrainingSettings
+
+logger = logging.getLogger("scripts.train_qga")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args["show_progress"] = not args.pop("no_progress")
     settings = TrainingSettings(**args)
     settings.check()  # before torch is imported
+    if int(os.environ.get("RANK", "0")) == 0:
+        logger.info("training %s on the videos of %s into %s", settings.model, settings.data, settings.output_dir)
 
     from zeroshot.qffusion.training import train_qga
 
