@@ -183,6 +183,7 @@ CASES = [
     ("benchmark", ["attention", "--rounds", "0"], "argument --rounds: 0 must be at least 1"),
     ("benchmark", ["attention", "--sizes", "5x5"], "--sizes: '5x5' is not TOKENSxCHANNELS"),
     ("benchmark", ["magic"], "invalid choice: 'magic'"),
+    ("benchmark", ["startup", "--rounds", "0"], "argument --rounds: 0 must be at least 1"),
 ]
 
 
