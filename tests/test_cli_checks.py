@@ -4,7 +4,6 @@ work, the stage summary, and OpenPose canvases of any size."""
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from zeroshot.cli import ArgumentParser, image_size, real_number, stage_summary, whole_number
 from zeroshot.errors import ZeroshotError
 from zeroshot.outputs import SPARE_BYTES, check_output
-from zeroshot.poses import PoseSequence, load_poses, pose_alignment_transition, smooth_poses
+from zeroshot.poses import PoseSequence, load_poses, pose_alignment_transition
 
 
 def _parser() -> ArgumentParser:
@@ -90,21 +89,6 @@ def test_output_checks(tmp_path):
     assert check_output(tmp_path / "new" / "x.json", expected_bytes=1024) == tmp_path / "new" / "x.json"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["file", "taken.mp4"]  # nothing made, nothing left
     assert SPARE_BYTES > 0
-
-
-def test_smoothing_wider_than_the_sequence_is_bounded_by_it():
-    """A Gaussian far wider than the sequence weighs every frame alike: each keypoint becomes the mean of the frames
-    where it is present (computed here directly), without a window of 6e9 frames."""
-    rng = np.random.default_rng(0)
-    body = np.concatenate([rng.random((7, 18, 2)), np.ones((7, 18, 1))], axis=-1)
-    body[2, 4, 2] = 0.0  # one missing keypoint: it stays missing, and counts for no other frame
-    smoothed = smooth_poses(PoseSequence(body, (64, 64)), 1e9).body
-    present = body[..., 2] > 0
-    mean = (body[..., :2] * present[..., None]).sum(axis=0) / present.sum(axis=0)[..., None]
-    np.testing.assert_allclose(smoothed[present][:, :2], np.broadcast_to(mean, body[..., :2].shape)[present])
-    assert smoothed[2, 4, 2] == 0.0
-    with pytest.raises(ValueError, match="sigma must be positive and finite"):
-        smooth_poses(PoseSequence(body, (64, 64)), math.inf)
 
 
 def test_transition_frames_are_capped():

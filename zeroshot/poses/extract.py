@@ -206,10 +206,9 @@ def smooth_poses(poses: PoseSequence, sigma: float) -> PoseSequence:
         poses ([`PoseSequence`]): the poses.
         sigma (`float`): standard deviation in frames (positive).
     """
-    if not 0 < sigma < math.inf:
-        raise ValueError(f"sigma must be positive and finite, got {sigma}.")
-    # Frames beyond the sequence's ends weigh nothing, so the window never needs to reach past them.
-    radius = min(math.ceil(3 * sigma), len(poses) - 1)
+    if not sigma > 0:
+        raise ValueError(f"sigma must be positive, got {sigma}.")
+    radius = math.ceil(3 * sigma)
     offsets = np.arange(-radius, radius + 1)
     weights = np.exp(-0.5 * (offsets / sigma) ** 2)
     smoothed = {}
