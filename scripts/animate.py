@@ -35,23 +35,25 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from zeroshot.cli import add_model_arguments, run
+from zeroshot.cli import (
+    MAX_SEED,
+    ArgumentParser,
+    add_model_arguments,
+    frame_rate,
+    image_size,
+    positive_int,
+    run,
+    seed,
+    stage_summary,
+    whole_number,
+)
+from zeroshot.defaults import MAX_OUTPUT_SIDE
 
 logger = logging.getLogger("scripts.animate")
 
 
-def _size(text: str) -> tuple[int, int]:
-    """`WxH` or `N` (square) -> `(width, height)`."""
-    try:
-        width, height = (int(part) for part in text.lower().split("x")) if "x" in text.lower() else (int(text),) * 2
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size; write WIDTHxHEIGHT, e.g. 512x512, or 512") from None
-    if width <= 0 or height <= 0 or width % 8 or height % 8:
-        raise argparse.ArgumentTypeError(
-            f"{width}x{height} is not a valid size: width and height must be positive multiples of 8 (the VAE "
-            f"downscales by 8), e.g. 512x512 or 512x768"
-        )
-    return width, height
+#: Output sizes: the VAE downscales by 8.
+_output_size = image_size(8, MAX_OUTPUT_SIDE, why="the VAE downscales by 8")
 
 
 def _lambdas(text: str) -> tuple[float, float, float]:
@@ -70,8 +72,9 @@ def _lambdas(text: str) -> tuple[float, float, float]:
 def build_parser() -> argparse.ArgumentParser:
     from zeroshot.face.arguments import add_face_arguments
     from zeroshot.pacm import add_pacm_arguments
+    from zeroshot.poses.pata import MAX_TRANSITION_FRAMES
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="animate.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--image", type=Path, required=True, help="the still image of the character")
@@ -89,16 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--negative-prompt", default="", help="the unconditional prompt (default: empty)")
     parser.add_argument(
-        "--size", type=_size, default=(512, 512), help="output WIDTHxHEIGHT, multiples of 8 (default: 512x512)"
+        "--size", type=_output_size, default=(512, 512), help="output WIDTHxHEIGHT, multiples of 8 (default: 512x512)"
     )
-    parser.add_argument("--fps", type=float, help="output frame rate (default: the poses' own, else 8)")
+    parser.add_argument("--fps", type=frame_rate, help="output frame rate (default: the poses' own, else 8)")
     parser.add_argument(
         "--seed",
-        type=int,
+        type=seed,
         default=0,
         help="seeds Python's, NumPy's and torch's generators and is recorded in the report; PoseAnimate itself draws "
         "no random numbers (every frame is sampled deterministically from the inverted latent), so the frames are "
-        "reproducible whatever the seed (default: %(default)s)",
+        f"reproducible whatever the seed; 0 to {MAX_SEED} (default: %(default)s)",
     )
 
     animation = parser.add_argument_group("animation")
@@ -109,12 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="dual-consistency attention weights of frame 0, the previous frame and the frame itself; more on frame "
         "0 keeps identity, more on the others follows the motion (default: 0.7,0.15,0.15)",
     )
-    animation.add_argument(
+    decoupling = animation.add_mutually_exclusive_group()
+    decoupling.add_argument(
         "--no-decoupling",
         action="store_true",
         help="let character and background attend to each other (no mask-guided decoupling; no masks needed)",
     )
-    animation.add_argument(
+    decoupling.add_argument(
         "--literal-decoupling",
         action="store_true",
         help="decouple as the paper writes it (keys and values multiplied by the mask) instead of region-exclusive "
@@ -122,29 +126,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     animation.add_argument(
         "--transition-frames",
-        type=int,
+        type=whole_number(0, MAX_TRANSITION_FRAMES, why="a transition longer than the longest default one"),
         help="frames of transition from the source pose to the first target pose (default: enough that no joint "
-        "moves more than 5%% of the picture per frame; 0 for none)",
+        f"moves more than 5%% of the picture per frame; 0 for none; at most {MAX_TRANSITION_FRAMES})",
     )
     animation.add_argument(
         "--window",
-        type=int,
+        type=positive_int,
         default=16,
         help="frames per UNet call in generation and decoding: lower it to fit GPU memory; every value gives the same "
         "frames, to float precision (default: %(default)s)",
     )
     inputs = parser.add_argument_group("source pose and mask")
     inputs.add_argument(
-        "--pose-size", type=_size, help="canvas WIDTHxHEIGHT of OpenPose JSON keypoints in pixels that do not say it"
+        "--pose-size",
+        type=image_size(),
+        help="canvas WIDTHxHEIGHT of OpenPose JSON keypoints in pixels that do not say it (any size: the size of the "
+        "video the poses were detected on)",
     )
     inputs.add_argument(
         "--source-pose", type=Path, help="OpenPose JSON of the image's pose, instead of detecting it (one frame)"
     )
     inputs.add_argument(
         "--mask",
-        default="selfie",
         help="the character mask of the image: selfie or pose (mediapipe), sam (needs --sam-checkpoint and the "
-        "sam extra), or a mask image file, white on the character (default: %(default)s)",
+        "sam extra), or a mask image file, white on the character (default: selfie)",
     )
     inputs.add_argument("--sam-checkpoint", type=Path, help="Segment Anything checkpoint, for --mask sam")
     inputs.add_argument(
@@ -170,20 +176,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
+    logger.info(
+        "animating %s with the poses of %s into %s (%dx%d, %s inversion, %d steps); checking the inputs",
+        args.image, args.poses, args.out, *args.size, args.inversion, args.steps,
+    )  # fmt: skip
+    _check_arguments(args)
 
-    import numpy as np
-    import torch
-
-    from zeroshot.atomic import write_json
-    from zeroshot.cli import load_components_from_args
-    from zeroshot.errors import ZeroshotError
     from zeroshot.face import check_source_face
     from zeroshot.face.arguments import face_refinement_from_args
     from zeroshot.masks import MASK_METHODS, load_mask
     from zeroshot.pacm import pacm_cache_dir_from_args, pacm_settings_from_args
-    from zeroshot.poseanimate import PoseAnimatePipeline, prepare_source
     from zeroshot.poses import (
-        check_preview_path,
         detect_source_pose,
         load_poses,
         load_source_pose,
@@ -191,43 +194,46 @@ def main(argv: Sequence[str] | None = None) -> None:
         require_keypoints,
         write_openpose_json,
     )
-    from zeroshot.video import check_output_path, load_image, output_kind, write_video
+    from zeroshot.poses.pata import MAX_TRANSITION_FRAMES
+    from zeroshot.video import check_output_path, load_image, write_video
 
-    # 1. Everything about the inputs is checked, and the source's pose and mask found, before any model loads.
+    # 1. Everything about the inputs is checked, and the source's pose and mask found, before any model loads; what
+    # needs no torch first, so that most mistakes are reported before the long imports.
     width, height = args.size
-    output_kind(args.out)
-    if args.window < 1:
-        raise ZeroshotError(f"--window must be at least 1, got {args.window}.")
-    if args.transition_frames is not None and args.transition_frames < 0:
-        raise ZeroshotError(f"--transition-frames must be 0 or more, got {args.transition_frames}.")
-    if args.mask == "sam" and args.sam_checkpoint is None:
-        raise ZeroshotError("--mask sam needs --sam-checkpoint PATH (a Segment Anything checkpoint).")
     settings = pacm_settings_from_args(args)
-    if args.preview_poses:
-        check_preview_path(args.preview_poses)
     face_refinement = face_refinement_from_args(args)
     image = load_image(args.image)
     with make_detector("mediapipe", video=True, face=args.face, hands=args.hands) as detector:
         poses = load_poses(args.poses, size=args.pose_size, detector=detector)
+    if face_refinement is not None:
+        require_keypoints(poses, "used for --refine-face (it finds each frame's face in its keypoints)")
+    transition = MAX_TRANSITION_FRAMES if args.transition_frames is None else args.transition_frames
+    out = check_output_path(args.out, num_frames=1 + transition + len(poses), size=args.size)
     decoupling = None if args.no_decoupling else ("literal" if args.literal_decoupling else "exclusive")
     mask = None
     if decoupling is not None and not args.preview_poses:
-        mask = args.mask if args.mask in MASK_METHODS else load_mask(args.mask, image.size)
+        method = args.mask or "selfie"
+        mask = method if method in MASK_METHODS else load_mask(method, image.size)
     source_pose = load_source_pose(args.source_pose, image.size) if args.source_pose else None
     if source_pose is None and (args.face or args.hands):
         source_pose = detect_source_pose(image, face=args.face, hands=args.hands, name=str(args.image))
+    clock = {"check inputs": time.perf_counter() - started}
+
+    import numpy as np
+    import torch
+
+    from zeroshot.atomic import write_json
+    from zeroshot.cli import load_components_from_args
+    from zeroshot.poseanimate import UNET_STAGES, PoseAnimatePipeline, prepare_source
+
+    clock["imports"] = time.perf_counter() - started - clock["check inputs"]  # torch and diffusers
     source = prepare_source(image, width, height, pose=source_pose, mask=mask, sam_checkpoint=args.sam_checkpoint)
     if face_refinement is not None:
-        require_keypoints(poses, "used for --refine-face (it finds each frame's face in its keypoints)")
         check_source_face(source.pose, face_refinement.min_face_size)
     if args.preview_poses:
         _preview_poses(source, poses, args)
         return
-    try:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ZeroshotError(f"Cannot create the output folder {str(args.out.parent)!r}: {error}") from error
-    out = check_output_path(args.out)
+    clock["check inputs"] = time.perf_counter() - started - clock["imports"]
     report_path = out.with_name(f"{out.stem}.report.json")
     poses_path = out.with_name(f"{out.stem}.poses.json")
     random.seed(args.seed)
@@ -235,8 +241,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.manual_seed(args.seed)
 
     # 2. Models, then the pipeline.
-    logger.info("loading models: %s + %s", args.model, args.controlnet)
+    logger.info("inputs checked; loading models: %s + %s", args.model, args.controlnet)
+    loading = time.perf_counter()
     pipe = PoseAnimatePipeline.from_components(load_components_from_args(args))
+    clock["load models"] = time.perf_counter() - loading
     accelerate_state = _distributed_state(pipe)
     try:
         result = pipe(
@@ -281,16 +289,42 @@ def main(argv: Sequence[str] | None = None) -> None:
         "model": args.model,
         "controlnet": args.controlnet,
         "dtype": str(pipe.unet.dtype).removeprefix("torch."),
-        "mask": args.mask if decoupling is not None else None,
+        "mask": (args.mask or "selfie") if decoupling is not None else None,
         "wall_seconds": time.perf_counter() - started,
         **result.report,
     }
     write_json(report_path, report)
     seconds = report["wall_seconds"]
+    order = ("poses", "mask", "encode", *UNET_STAGES, "decode")
+    ran = result.report["stages"]
+    stages = {name: {"seconds": seconds} for name, seconds in clock.items()}
+    print(stage_summary(stages | {name: ran[name] for name in order if name in ran}))
     print(
         f"{out}: {len(result.frames)} frames ({result.num_transition} transition) at {fps:g} fps in {seconds:.1f} s; "
         f"report: {report_path}"
     )
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """The checks of the options among themselves and of the output paths, which need no import of torch."""
+    from zeroshot.errors import ZeroshotError
+    from zeroshot.outputs import check_output
+    from zeroshot.poses.preview import check_preview_path
+    from zeroshot.video import check_output_path
+
+    if args.no_decoupling and (args.mask or args.sam_checkpoint or args.subject):
+        raise ZeroshotError(
+            "--no-decoupling uses no character mask: leave out --mask, --sam-checkpoint and --subject, or decouple."
+        )
+    if (args.mask == "sam") != (args.sam_checkpoint is not None):
+        raise ZeroshotError("--mask sam and --sam-checkpoint PATH (a Segment Anything checkpoint) go together.")
+    out = check_output_path(args.out)
+    for kind in ("report", "poses"):
+        check_output(out.with_name(f"{out.stem}.{kind}.json"), what=f"the {kind} file")
+    if not args.no_cache:  # the cache is written as PACM runs: a folder that cannot take it is found out now
+        check_output(args.cache_dir / "cache-entry", what="--cache-dir")
+    if args.preview_poses:
+        check_preview_path(args.preview_poses)
 
 
 def _preview_poses(source: object, poses: object, args: argparse.Namespace) -> None:

@@ -7,6 +7,7 @@ Each subcommand prints a table of ratios against a baseline measured in the same
   python scripts/benchmark.py pipeline     the whole PoseAnimate pipeline, per stage
   python scripts/benchmark.py poses        pose extraction, masks, PATA and rendering on real media
   python scripts/benchmark.py qffusion     Qffusion: QGP batched per wave vs one grid at a time vs naive; hook cost
+  python scripts/benchmark.py startup      start-up: first line, refusals and imports vs a bare interpreter
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "pipeline": ("zeroshot.bench.pipeline", "the whole PoseAnimate pipeline, per stage, per mode and window"),
     "poses": ("zeroshot.bench.poses", "pose extraction, masks, PATA and rendering on real media"),
     "qffusion": ("zeroshot.bench.qffusion", "Qffusion: QGP per wave vs one grid at a time vs naive; hook cost"),
+    "startup": ("zeroshot.bench.startup", "start-up: first line, refusals and imports vs a bare interpreter"),
 }
 
 

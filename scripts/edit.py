@@ -23,19 +23,39 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from zeroshot.atomic import write_json
-from zeroshot.cli import add_model_arguments, run
+from zeroshot.cli import (
+    MAX_SEED,
+    ArgumentParser,
+    add_model_arguments,
+    frame_rate,
+    positive_int,
+    run,
+    seed,
+    stage_summary,
+    whole_number,
+)
+from zeroshot.defaults import MAX_OUTPUT_SIDE
 from zeroshot.errors import ZeroshotError
+from zeroshot.outputs import check_output
 from zeroshot.video import check_output_path, load_image, read_video, write_video
+
+logger = logging.getLogger("scripts.edit")
+
+#: Longest jump-cut transition: two minutes at 25 fps.
+MAX_JUMP_CUT_FRAMES = 3000
+#: Frame rate of a jump-cut transition unless --fps says otherwise.
+JUMP_CUT_FPS = 25.0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--video", help="input video (the motion, frame count, rate and size of the output)")
     parser.add_argument("--start", required=True, help="edited first frame (the video's size)")
     parser.add_argument("--end", required=True, help="edited last frame (the video's size)")
@@ -43,16 +63,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--vae", help="a VAE to use instead of the checkpoint's: diffusers folder or .safetensors")
     parser.add_argument("--out", "-o", required=True, help="output: .mp4, .gif, or a folder for PNG frames")
     parser.add_argument(
-        "--jump-cut", type=int, metavar="N", help="jump-cut mode: N frames from START to END, no --video"
+        "--jump-cut",
+        type=whole_number(3, MAX_JUMP_CUT_FRAMES, why="two minutes at 25 fps"),
+        metavar="N",
+        help="jump-cut mode: N frames (3 or more) from START to END, no --video",
     )
-    parser.add_argument("--fps", type=float, default=25.0, help="frame rate in jump-cut mode (default: %(default)s)")
+    parser.add_argument("--fps", type=frame_rate, help=f"frame rate in jump-cut mode (default: {JUMP_CUT_FPS:g})")
     parser.add_argument(
         "--schedule", choices=["qgp", "naive"], default="qgp", help="frame order (default: %(default)s)"
     )
-    parser.add_argument("--steps", type=int, default=25, help="denoising steps per grid (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=8, help="grids per UNet batch (default: %(default)s)")
-    parser.add_argument("--resolution", type=int, help="shorter side of the working size (default: the checkpoint's)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument(
+        "--steps", type=whole_number(1, 1000), default=25, help="denoising steps per grid (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=8, help="grids per UNet batch (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--resolution",
+        type=whole_number(8, MAX_OUTPUT_SIDE),
+        help="shorter side of the working size (default: the checkpoint's)",
+    )
+    parser.add_argument("--seed", type=seed, default=0, help=f"random seed, 0 to {MAX_SEED} (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_model_arguments(parser, controlnet=False)
     return parser
@@ -64,20 +95,28 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise ZeroshotError("Pass --video IN (editing), or --jump-cut N (a transition between --start and --end).")
     if args.jump_cut is not None and args.video is not None:
         raise ZeroshotError("--jump-cut makes a transition from --start to --end alone; leave out --video.")
-    for value, option in ((args.steps, "--steps"), (args.batch_size, "--batch-size")):
-        if value < 1:
-            raise ZeroshotError(f"{option} must be at least 1, got {value}.")
-    if args.resolution is not None and args.resolution < 8:
-        raise ZeroshotError(f"--resolution must be at least 8 pixels, got {args.resolution}.")
-    if args.fps <= 0:
-        raise ZeroshotError(f"--fps must be positive, got {args.fps}.")
+    if args.video is not None and args.fps is not None:
+        raise ZeroshotError("--fps is the frame rate of a jump cut; an edited video keeps the input's.")
     if not Path(args.checkpoint).expanduser().exists():
         raise ZeroshotError(f"The checkpoint {args.checkpoint!r} does not exist.")
-    check_output_path(args.out)
+    out = check_output_path(args.out)
+    check_output(out.with_name(f"{out.stem}.report.json"), what="the report file")
+
+
+def _used_settings(args: argparse.Namespace) -> dict:
+    """The options as they were used: the base model only completes a checkpoint of UNet weights, and the frame
+    rate is a jump cut's (an edited video keeps the input's, which the report gives as `fps`)."""
+    settings = vars(args).copy()
+    if not str(args.checkpoint).endswith(".safetensors"):
+        settings["model"] = None
+    settings["fps"] = (args.fps or JUMP_CUT_FPS) if args.jump_cut is not None else None
+    return settings
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    what = f"editing {args.video}" if args.video is not None else f"a jump cut of {args.jump_cut} frames"
+    logger.info("%s from %s to %s into %s; checking the inputs", what, args.start, args.end, args.out)
     _check_arguments(args)
     out = Path(args.out)
     report_path = out.with_name(f"{out.stem}.report.json")
@@ -125,13 +164,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     if video is not None:
         result = edit_video(pipe, config, video, start, end, **options)
     else:
-        result = smooth_jump_cut(pipe, config, start, end, args.jump_cut, args.fps, **options)
+        result = smooth_jump_cut(pipe, config, start, end, args.jump_cut, args.fps or JUMP_CUT_FPS, **options)
 
     # 3. The video first, then the report: a report beside an output means the output is complete.
     path = write_video(result.video.frames, out, result.video.fps)
     report = {
         "output": str(path),
-        "settings": vars(args),
+        "settings": _used_settings(args),
         "checkpoint_config": json.loads(config.to_json()),
         "frames": len(result.video),
         "fps": result.video.fps,
@@ -143,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "seconds": {"landmarks": landmark_seconds, **result.seconds},
     }
     write_json(report_path, report)
+    print(stage_summary({name: {"seconds": seconds} for name, seconds in report["seconds"].items()}))
     print(f"wrote {path} ({len(result.video)} frames at {result.video.fps:g} fps, {len(result.schedule)} grids)")
 
 

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from zeroshot.cli import run
+from zeroshot.cli import ArgumentParser, frame_rate, run
 
 
 def _default_json_path(output: Path) -> Path:
@@ -31,13 +31,15 @@ def _default_json_path(output: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("animation", type=Path, help="the generated .mp4, .gif or folder of PNG frames")
     parser.add_argument("--source", type=Path, required=True, help="the source image the animation was made from")
     parser.add_argument(
         "--poses", type=Path, required=True, help="the poses of every frame (the .poses.json animate.py writes)"
     )
-    parser.add_argument("--fps", type=float, default=8.0, help="frame rate of a PNG folder (default: %(default)s)")
+    parser.add_argument(
+        "--fps", type=frame_rate, default=8.0, help="frame rate of a PNG folder (default: %(default)s)"
+    )
     parser.add_argument("--lpips-alexnet", type=Path, help="torchvision AlexNet checkpoint, for LPIPS")
     parser.add_argument("--lpips-linear", type=Path, help="LPIPS v0.1 alex.pth linear heads (default: from lpips)")
     parser.add_argument("--clip", type=Path, help="CLIP model folder, for CLIP-I and frame consistency")
@@ -45,15 +47,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, help="where to write the scores (default: ANIMATION.metrics.json)")
     args = parser.parse_args(argv)
 
-    from zeroshot.atomic import write_json
     from zeroshot.errors import ZeroshotError
+    from zeroshot.outputs import check_output
+
+    if not args.animation.exists():
+        raise ZeroshotError(f"Animation {str(args.animation)!r} does not exist.")
+    for option, path in (("--lpips-alexnet", args.lpips_alexnet), ("--lpips-linear", args.lpips_linear)):
+        if path is not None and not path.is_file():
+            raise ZeroshotError(f"{option} {str(path)!r} is not a file.")
+    if args.lpips_linear is not None and args.lpips_alexnet is None:
+        raise ZeroshotError("--lpips-linear gives LPIPS's heads; LPIPS also needs --lpips-alexnet PATH.")
+    if args.clip is not None and not args.clip.is_dir():
+        raise ZeroshotError(f"--clip {str(args.clip)!r} is not a folder (a CLIP model folder).")
+    target = check_output(args.json or _default_json_path(args.animation), what="--json")
+
+    from zeroshot.atomic import write_json
     from zeroshot.evaluation import evaluate_animation
     from zeroshot.metrics import LPIPS, ClipImageEmbedder
     from zeroshot.poses import PoseSequence, load_poses
     from zeroshot.video import load_image, read_frames
 
-    if not args.animation.exists():
-        raise ZeroshotError(f"Animation {str(args.animation)!r} does not exist.")
     video = read_frames(args.animation, fps=args.fps)
     source = load_image(args.source)
     poses = load_poses(args.poses, show_progress=False)
@@ -74,7 +87,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name, reason in skipped.items():
         print(f"{name:<{width}}  not computed: {reason}")
 
-    target = args.json or _default_json_path(args.animation)
     record = {"animation": str(args.animation), "frames": len(video), "metrics": scores, "not_computed": skipped}
     write_json(target, record)
     print(f"scores written to {target}")

@@ -19,9 +19,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from zeroshot.atomic import write_json
-from zeroshot.cli import run
+from zeroshot.cli import ArgumentParser, positive_int, real_number, run
 from zeroshot.errors import ZeroshotError
 from zeroshot.poses import (
     DETECTORS,
@@ -42,7 +43,7 @@ PREVIEW_SIZE = 960
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("video", help="the video to extract poses from (any format ffmpeg reads, or a GIF)")
     parser.add_argument(
         "--out",
@@ -60,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="where the openpose or dwpose networks run (default: cpu)")
     parser.add_argument(
         "--max-gap",
-        type=float,
+        type=real_number(0),
         default=RepairSettings.max_gap_seconds,
         metavar="SECONDS",
         help="fill gaps of a joint up to this long; longer ones stay missing (default: %(default)s; 0 fills none)",
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--preview", help="also draw the poses over the video: a .mp4 or .gif (plus a contact sheet .png), or a .png"
     )
-    parser.add_argument("--max-frames", type=int, help="stop after this many frames")
+    parser.add_argument("--max-frames", type=positive_int, help="stop after this many frames")
     parser.add_argument("--render", help="also write the rendered poses: a .mp4, a .gif or a folder of PNG frames")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -80,10 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    if not args.max_gap >= 0:
-        raise ZeroshotError(f"--max-gap must be 0 (fill none) or a positive number of seconds, got {args.max_gap}.")
-    if args.max_frames is not None and args.max_frames < 1:
-        raise ZeroshotError(f"--max-frames must be at least 1, got {args.max_frames}.")
+    if not Path(args.video).is_file():
+        raise ZeroshotError(f"Video {args.video!r} is not a file.")
     if args.no_repair and (args.no_smooth or args.max_gap != RepairSettings.max_gap_seconds):
         raise ZeroshotError(
             "--no-repair keeps the detections as they are: it cannot go with --no-smooth or --max-gap."

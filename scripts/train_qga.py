@@ -16,18 +16,21 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
 
-from zeroshot.cli import run
+from zeroshot.cli import ArgumentParser, run
 from zeroshot.defaults import DEFAULT_MODEL
 from zeroshot.qffusion.settings import TrainingSettings
+
+logger = logging.getLogger("scripts.train_qga")
 
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = {field.name: field.default for field in fields(TrainingSettings)}
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL, help="base model: hub id or folder (default: %(default)s)")
     parser.add_argument("--data", required=True, help="folder of training videos (searched recursively)")
     parser.add_argument(
@@ -71,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args["show_progress"] = not args.pop("no_progress")
     settings = TrainingSettings(**args)
     settings.check()  # before torch is imported
+    if int(os.environ.get("RANK", "0")) == 0:
+        logger.info("training %s on the videos of %s into %s", settings.model, settings.data, settings.output_dir)
 
     from zeroshot.qffusion.training import train_qga
 

@@ -2,8 +2,8 @@
 through Selenium), serving the tiny random models saved to folders and loaded by the real loader.
 
 Screenshots of every state go to the test's temporary folder (printed with `-s`); with ZEROSHOT_APP_SCREENSHOT=PATH
-the result's goes to PATH too, small (the README's `tests/data/app_screenshot.png`). Under CI (`CI=true`) a missing browser fails the
-tests: `.ci/run` installs it.
+the result's goes to PATH too, small (the README's `tests/data/app_screenshot.png`). Under CI (`CI=true`) a missing
+browser fails the tests: `.ci/run` installs it.
 """
 
 import json

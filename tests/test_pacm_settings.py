@@ -44,7 +44,6 @@ def test_options_default_to_the_paper_and_map_onto_settings(tmp_path):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--steps", "0"], "num_inference_steps=0 must be at least 1"),
         (["--steps", "200"], "keep the learning rate positive over 200 steps"),
         (["--mask-threshold", "1.5"], r"mask_threshold=1.5 must lie in \[0, 1\)"),
         (["--frame-step-size", "0"], "frame_step_size=0.0 must be positive"),

@@ -72,7 +72,7 @@ def test_folder_round_trip_as_openpose_writes_it(tmp_path):
     loaded = load_poses(folder)
     _assert_same_poses(loaded, poses)
     assert loaded.fps is None
-    with pytest.raises(ZeroshotError, match="already exists and is not empty"):
+    with pytest.raises(ZeroshotError, match="is a folder that is not empty"):
         write_openpose_json(poses, folder)
 
 
@@ -194,8 +194,8 @@ def test_photo_and_video_of_a_person_give_keypoints(tmp_path):
     assert isinstance(pose, PoseSequence) and len(pose) == 1 and pose.visible[0, JOINT["neck"]]
     noise = tmp_path / "noise.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)).save(noise)
-    with pytest.raises(ZeroshotError, match=r"No person found in the source image .*noise.png'. Give the source pose"):
-        load_poses(noise)
+    with pytest.raises(ZeroshotError, match=r"No person found in the pose photo .*noise.png': give a photo or video"):
+        load_poses(noise)  # a target pose, not the source image: --source-pose would not help
 
 
 def test_source_pose_given_by_the_user(tmp_path):

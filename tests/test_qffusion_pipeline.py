@@ -290,6 +290,9 @@ def test_edit_script_writes_the_whole_odd_sized_video(checkpoint, odd_clip, tmp_
         0 <= left < right <= 175 for left, _, right, _ in report["crop_boxes"]
     )
     assert set(report["seconds"]) == {"landmarks", "conditions", "generation"}
+    summary = [line.split()[0] for line in result.stdout.splitlines()]
+    assert summary[:5] == ["stage", "landmarks", "conditions", "generation", "total"]
+    assert report["settings"]["model"] is None and report["settings"]["fps"] is None  # neither was used
 
 
 def _script_error(capsys, argv):
@@ -340,7 +343,9 @@ def test_edit_script_errors(checkpoint, clip, tiny_components, tiny_model_paths,
     assert "qffusion.json' disagrees with the settings its UNet weights were saved with: condition 'body'" in message
 
     too_short = ["--start", str(start), "--end", str(end), "--jump-cut", "2", "--checkpoint", str(four), *common[4:]]
-    assert "needs at least 3 frames" in _script_error(capsys, [*too_short, *out])
+    with pytest.raises(SystemExit) as exit:  # refused as it is parsed
+        run(_edit_script().main, [*too_short, *out])
+    assert exit.value.code == 2 and "argument --jump-cut: 2 must be at least 3" in capsys.readouterr().err
 
     assert "Pass --video IN" in _script_error(capsys, ["--checkpoint", str(checkpoint), *common, *out])
     assert "does not exist" in _script_error(
@@ -356,5 +361,6 @@ def test_edit_script_error_exits_without_traceback(checkpoint, tmp_path):
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert result.stderr.strip().startswith("error: Image") and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: Image") and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"editing {tmp_path / 'none.mp4'} from")  # the first line says what will happen
     assert not (tmp_path / "out.mp4").exists()

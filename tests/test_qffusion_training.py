@@ -143,6 +143,10 @@ def test_resumed_run_ends_where_the_uninterrupted_run_ends(full_run, settings, t
     assert sorted(p.name for p in Path(interrupted.output_dir).glob("checkpoint-*")) == ["checkpoint-12"]
     state = json.loads((Path(interrupted.output_dir) / "checkpoint-12" / "training_state.json").read_text())
     assert state["batches"] == BATCHES_PER_EPOCH + 4 and state["num_processes"] == 1
+    log_path = Path(interrupted.output_dir) / "log.jsonl"
+    with log_path.open("a") as log:  # what a run killed after its checkpoint at 12 leaves: steps 13, 14 and a half
+        log.writelines(json.dumps({"step": step, "epoch": 1, "loss": 0.5}) + "\n" for step in (13, 14))
+        log.write('{"step": 15, "ep')
     train_qga(replace(interrupted, max_steps=24, resume="latest"))
     full = load_file(Path(settings.output_dir) / "checkpoint-24" / "unet.safetensors")
     resumed = load_file(Path(interrupted.output_dir) / "checkpoint-24" / "unet.safetensors")
@@ -240,6 +244,7 @@ def test_train_script_errors(full_run, settings, tmp_path, capsys):
          *common],
     )  # fmt: skip
     assert "No video is long enough for four frames 6 apart (19 frames); the longest has 14" in message
+    assert not (tmp_path / "o2").exists()  # the refused run's data cache and folder are gone
 
 
 def test_scripts_teach_and_refuse_bad_settings_without_loading_torch(tmp_path):

@@ -83,12 +83,21 @@ def test_bad_paths_and_files(tmp_path):
         read_video(tmp_path / "notes.mp4")
     with pytest.raises(ZeroshotError, match=r"use a .mp4 or .gif file or a folder path"):
         check_output_path(tmp_path / "out.avi")
-    with pytest.raises(ZeroshotError, match=r"Output folder .*nowhere.* does not exist"):
-        check_output_path(tmp_path / "nowhere" / "out.mp4")
+    with pytest.raises(ZeroshotError, match=r"notes.mp4.* is a file, not a folder"):
+        check_output_path(tmp_path / "notes.mp4" / "out.mp4")
+    assert check_output_path(tmp_path / "nowhere" / "deeper" / "out.mp4")  # missing folders are made when writing
+    assert not (tmp_path / "nowhere").exists()  # ... and only then
+    write_video(np.zeros((2, 8, 8, 3), np.uint8), tmp_path / "nowhere" / "deeper" / "out.gif", 4)
+    assert (tmp_path / "nowhere" / "deeper" / "out.gif").is_file()
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x.png").write_bytes(b"")
-    with pytest.raises(ZeroshotError, match=r"already exists and is not empty"):
+    with pytest.raises(ZeroshotError, match=r"is a folder that is not empty"):
         check_output_path(tmp_path / "full")
+    folder_named_like_a_file = (tmp_path / "full").rename(tmp_path / "full.mp4")
+    with pytest.raises(ZeroshotError, match=r"full.mp4.* names a folder, but a file is written there"):
+        check_output_path(folder_named_like_a_file)
+    with pytest.raises(ZeroshotError, match=r"Not enough free disk space .*out.mp4"):
+        check_output_path(tmp_path / "out.mp4", num_frames=10**6, size=(4096, 4096))  # 50 TB of video
     with pytest.raises(ZeroshotError, match=r"Image .*nope.png.* does not exist"):
         load_image(tmp_path / "nope.png")
     with pytest.raises(ZeroshotError, match=r"is not an image that can be read"):
@@ -155,4 +164,4 @@ def test_json_is_strict(tmp_path):
     path = write_json(tmp_path / "scores.json", {"psnr": float("inf"), "values": [1.5, float("nan")], "n": 3})
     text = path.read_text()
     assert "Infinity" not in text and "NaN" not in text
-    assert json.loads(text) == {"psnr": "inf", "values": [1.5, "nan"], "n": 3}
+    assert json.loads(text) == {"psnr": None, "values": [1.5, None], "n": 3}

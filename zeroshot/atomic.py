@@ -31,8 +31,9 @@ _UMASK = _read_umask()
 @contextmanager
 def staged_file(path: str | os.PathLike) -> Iterator[Path]:
     """Yields a temporary path beside `path` (same suffix) to write; renames it to `path` when the block succeeds
-    and deletes it when the block raises."""
+    and deletes it when the block raises. Missing parent folders are created."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
     os.close(handle)
     staging = Path(name)
@@ -47,8 +48,9 @@ def staged_file(path: str | os.PathLike) -> Iterator[Path]:
 @contextmanager
 def staged_folder(path: str | os.PathLike) -> Iterator[Path]:
     """Yields a temporary folder beside `path` to fill; moves it to `path` (which must be missing or empty) when the
-    block succeeds, and deletes it when the block raises."""
+    block succeeds, and deletes it when the block raises. Missing parent folders are created."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     try:
         yield staging
@@ -62,7 +64,8 @@ def staged_folder(path: str | os.PathLike) -> Iterator[Path]:
 
 def write_json(path: str | os.PathLike, document: Any, *, indent: int | None = 2) -> Path:
     """Writes `document` as strict JSON to `path`, atomically. JSON has no infinities or NaN, so such floats (a PSNR
-    of identical images is infinite) are written as the strings `"inf"`, `"-inf"` and `"nan"`."""
+    of identical images is infinite) are written as `null`: a reader that does arithmetic on the numbers never meets
+    a string among them."""
     path = Path(path)
     with staged_file(path) as staging:
         staging.write_text(json.dumps(_strict(document), indent=indent, allow_nan=False))
@@ -71,7 +74,7 @@ def write_json(path: str | os.PathLike, document: Any, *, indent: int | None = 2
 
 def _strict(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
+        return None
     if isinstance(value, dict):
         return {key: _strict(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):

@@ -197,13 +197,13 @@ class LPIPS:
         linear_weights: str | Path | None = None,
         device: torch.device | str = "cpu",
     ):
+        trunk_state = _load_state(alexnet_weights, "LPIPS AlexNet")  # first: a bad file is the user's to fix
         linear_weights = linear_weights or default_lpips_linear_weights()
         if linear_weights is None:
             raise ZeroshotError(
                 "LPIPS needs its linear heads: pip install --no-deps lpips (the weights ship inside it), or pass "
                 "--lpips-linear PATH to a v0.1 alex.pth."
             )
-        trunk_state = _load_state(alexnet_weights, "LPIPS AlexNet")
         head_state = _load_state(linear_weights, "LPIPS linear heads")
         self.trunk = _alexnet_features()
         try:

@@ -27,11 +27,13 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from hooks import DualConsistencyAttnProcessor
 
 from .components import ModelComponents
+from .defaults import MAX_OUTPUT_SIDE
 from .errors import ZeroshotError
 from .face import FaceRefinement, check_source_face
 from .face.refinement import refine_faces
 from .generation import generate_latents
 from .imaging import decode_latents, encode_latents, to_model_tensor
+from .inputs import as_image, as_poses, as_weights, check_int, check_text
 from .masks import MASK_METHODS, character_mask, resize_mask
 from .memory import PeakMemory
 from .metrics import psnr
@@ -46,6 +48,7 @@ from .pacm import (
 )
 from .pacm.denoiser import ControlledDenoiser
 from .poses import PoseSequence, RenderedPoses, detect_source_pose, pose_alignment_transition
+from .poses.pata import MAX_TRANSITION_FRAMES
 from .prompts import encode_prompt
 from .video import Fit, fit_image
 
@@ -102,7 +105,7 @@ class SourceInputs:
 
 
 def prepare_source(
-    image: Image.Image,
+    image: Image.Image | np.ndarray | str | os.PathLike,
     width: int,
     height: int,
     *,
@@ -116,7 +119,8 @@ def prepare_source(
     mediapipe finds people far more reliably at full size than at a small output size.
 
     Args:
-        image (`PIL.Image.Image`): the source image, any size.
+        image (`PIL.Image.Image`, `np.ndarray` or path): the source image, any size (see
+            [`~zeroshot.inputs.as_image`]).
         width (`int`), height (`int`): the output size.
         pose ([`~zeroshot.poses.PoseSequence`], *optional*): the image's pose (one frame) on the image's own canvas;
             detected with mediapipe when not given.
@@ -127,10 +131,10 @@ def prepare_source(
     Raises:
         [`~zeroshot.errors.ZeroshotError`]: no person in the image, a pose or mask that does not fit the image.
     """
-    image = image.convert("RGB")
+    image = as_image(image)
     fit = Fit.between(image.size, width, height)
     if pose is None:
-        pose = detect_source_pose(image, name="the source image")
+        pose = detect_source_pose(image)
     elif len(pose) != 1 or pose.size != image.size:
         raise ZeroshotError(
             f"The source pose must be one frame on the {image.width}x{image.height} image's canvas, got {len(pose)} "
@@ -267,8 +271,8 @@ class PoseAnimatePipeline(DiffusionPipeline):
 
     def __call__(
         self,
-        image: Image.Image,
-        poses: PoseSequence | RenderedPoses,
+        image: Image.Image | np.ndarray | str | os.PathLike,
+        poses: PoseSequence | RenderedPoses | str | os.PathLike,
         prompt: str = DEFAULT_PROMPT,
         *,
         subject: str | None = None,
@@ -292,10 +296,11 @@ class PoseAnimatePipeline(DiffusionPipeline):
         """Animates the character of `image` with `poses`.
 
         Args:
-            image (`PIL.Image.Image`): the source image; it is scaled and centre-cropped to `width` x `height`.
-            poses ([`~zeroshot.poses.PoseSequence`] or [`~zeroshot.poses.RenderedPoses`]): the target poses, e.g.
-                from [`~zeroshot.poses.load_poses`]. Keypoints are aligned to the source pose (PATA); rendered pose
-                images are used as they are.
+            image (`PIL.Image.Image`, `np.ndarray` or path): the source image (see [`~zeroshot.inputs.as_image`]);
+                it is scaled and centre-cropped to `width` x `height`.
+            poses ([`~zeroshot.poses.PoseSequence`], [`~zeroshot.poses.RenderedPoses`] or path): the target poses,
+                or a path that [`~zeroshot.poses.load_poses`] reads. Keypoints are aligned to the source pose (PATA);
+                rendered pose images are used as they are.
             prompt (`str`, *optional*, defaults to `DEFAULT_PROMPT`): describes the source image.
             subject (`str`, *optional*): the word of `prompt` naming the character, whose cross-attention gives each
                 frame's character mask; by default the first of `SUBJECT_WORDS` found in the prompt.
@@ -332,11 +337,38 @@ class PoseAnimatePipeline(DiffusionPipeline):
 
         Returns:
             [`PoseAnimateOutput`], or `None` on processes other than the main one.
+
+        Raises:
+            `TypeError` or `ValueError`: an argument of the wrong type or out of range (the message names it).
+            [`~zeroshot.errors.ZeroshotError`]: inputs that cannot be animated (no person, unreadable files, ...).
         """
+        lambdas = self._check_inputs(
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            subject=subject,
+            height=height,
+            width=width,
+            pacm_settings=pacm_settings,
+            lambdas=lambdas,
+            decoupling=decoupling,
+            transition_frames=transition_frames,
+            window=window,
+            source=source,
+            mask_method=mask_method,
+            cache_dir=cache_dir,
+            output_type=output_type,
+        )
         settings = pacm_settings or PACMSettings()
-        self._check_inputs(height, width, window, lambdas, decoupling, mask_method, output_type)
-        if face_refinement is not None and output_type != "np":
-            raise ValueError("face_refinement works on decoded frames: use output_type='np'.")
+        if face_refinement is not None:
+            if not isinstance(face_refinement, FaceRefinement):
+                raise TypeError(
+                    f"face_refinement must be a FaceRefinement or None, got {type(face_refinement).__name__}."
+                )
+            if output_type != "np":
+                raise ValueError("face_refinement works on decoded frames: use output_type='np'.")
+        if source is None:
+            image = as_image(image)
+        poses = as_poses(poses)
         subject = self._subject(prompt, subject, decoupling)
         self.interrupt = False
         mask_origin = mask_method if source is None else "given with the source"
@@ -475,18 +507,41 @@ class PoseAnimatePipeline(DiffusionPipeline):
 
     def _check_inputs(
         self,
+        *,
+        prompt: str,
+        negative_prompt: str,
+        subject: str | None,
         height: int,
         width: int,
-        window: int,
+        pacm_settings: PACMSettings | None,
         lambdas: tuple[float, float, float],
         decoupling: str | None,
+        transition_frames: int | None,
+        window: int,
+        source: SourceInputs | None,
         mask_method: str,
+        cache_dir: str | os.PathLike | None,
         output_type: str,
-    ) -> None:
-        if height <= 0 or width <= 0 or height % 8 or width % 8:
+    ) -> tuple[float, float, float]:
+        """Raises `TypeError` or `ValueError` naming a misused argument, or [`~zeroshot.errors.ZeroshotError`] for
+        settings that cannot work; returns `lambdas` as a tuple of floats."""
+        check_text(prompt, "prompt")
+        check_text(negative_prompt, "negative_prompt")
+        check_text(subject, "subject", optional=True)
+        lambdas = as_weights(lambdas, "lambdas", 3)
+        if pacm_settings is not None and not isinstance(pacm_settings, PACMSettings):
+            raise TypeError(f"pacm_settings must be a PACMSettings, got {type(pacm_settings).__name__}.")
+        if source is not None and not isinstance(source, SourceInputs):
+            raise TypeError(f"source must be SourceInputs (from prepare_source), got {type(source).__name__}.")
+        if transition_frames is not None:
+            check_int(transition_frames, "transition_frames", 0, MAX_TRANSITION_FRAMES)
+        if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
+            raise TypeError(f"cache_dir must be a path or None, got {type(cache_dir).__name__}.")
+        check_int(height, "height", 1, MAX_OUTPUT_SIDE)
+        check_int(width, "width", 1, MAX_OUTPUT_SIDE)
+        check_int(window, "window", 1)
+        if height % 8 or width % 8:
             raise ZeroshotError(f"The size must be positive multiples of 8, got {width}x{height}.")
-        if window < 1:
-            raise ZeroshotError(f"The window must be at least 1 frame, got {window}.")
         try:  # the processor validates its own settings; the user hears of them before any work starts
             DualConsistencyAttnProcessor(lambdas=lambdas, decoupling=decoupling or "exclusive")
         except ValueError as error:
@@ -495,6 +550,7 @@ class PoseAnimatePipeline(DiffusionPipeline):
             raise ZeroshotError(f"The mask method must be one of {MASK_METHODS}, got {mask_method!r}.")
         if output_type not in ("np", "latent"):
             raise ValueError(f"output_type must be 'np' or 'latent', got {output_type!r}.")
+        return lambdas
 
     @staticmethod
     def _subject(prompt: str, subject: str | None, decoupling: str | None) -> str | None:

@@ -20,6 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .atomic import staged_file, staged_folder
 from .errors import ZeroshotError
+from .outputs import check_output
 
 logger = logging.getLogger(__name__)
 
@@ -51,20 +52,45 @@ class Video:
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
-    """Opens an image file as RGB, turned upright as its EXIF orientation says.
+    """Opens an image file as 8-bit RGB, turned upright as its EXIF orientation says (see [`to_rgb`] for 16-bit,
+    grayscale, palette, CMYK and transparent images).
 
     Raises:
-        [`~zeroshot.errors.ZeroshotError`]: the file is missing or is not an image Pillow can read.
+        [`~zeroshot.errors.ZeroshotError`]: the path is missing or a folder, or is not an image Pillow can read.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ZeroshotError(f"{str(path)!r} is a folder; give an image file (PNG, JPEG, ...).")
     if not path.is_file():
         raise ZeroshotError(f"Image {str(path)!r} does not exist.")
     try:
         with Image.open(path) as image:
             # Phones store photos sideways with an EXIF orientation tag; show them the right way up.
-            return ImageOps.exif_transpose(image).convert("RGB")
-    except (UnidentifiedImageError, OSError) as error:
+            return to_rgb(ImageOps.exif_transpose(image))
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
         raise ZeroshotError(f"{str(path)!r} is not an image that can be read (PNG, JPEG, ...): {error}") from error
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """An image of any mode as 8-bit RGB, its values read as their mode means them.
+
+    - 16-bit grayscale (`I;16`, and `I` as Pillow opens 16-bit PNGs): 0..65535 scaled to 0..255 (Pillow's own
+      conversion clips at 255, which blows such images out);
+    - float grayscale (`F`): 0..1 scaled to 0..255;
+    - grayscale, 1-bit, palette, CMYK, YCbCr, LAB, HSV: Pillow's conversions (CMYK as `(255 - C)(255 - K) / 255`);
+    - transparency (an alpha channel, or a palette or grayscale image's transparent colour): composited over white,
+      the backdrop of a cut-out character.
+    """
+    if image.mode.startswith("I") or image.mode == "F":
+        scale = 1 / 257 if image.mode.startswith("I") else 255.0
+        values = np.asarray(image, dtype=np.float64) * scale
+        gray = np.clip(np.round(values), 0, 255).astype(np.uint8)
+        return Image.fromarray(np.repeat(gray[..., None], 3, axis=-1))
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float64)
+        alpha = rgba[..., 3:] / 255.0
+        return Image.fromarray(np.round(rgba[..., :3] * alpha + 255.0 * (1 - alpha)).astype(np.uint8))
+    return image.convert("RGB")
 
 
 @dataclass(frozen=True)
@@ -218,23 +244,23 @@ def output_kind(path: str | os.PathLike) -> str:
     )
 
 
-def check_output_path(path: str | os.PathLike) -> Path:
+def check_output_path(path: str | os.PathLike, *, num_frames: int = 0, size: tuple[int, int] = (0, 0)) -> Path:
     """Checks, before any work starts, that [`write_video`] will be able to write `path`.
 
+    Args:
+        path (`str` or `os.PathLike`): `.mp4`, `.gif`, or a folder path without a suffix; missing parent folders are
+            created when the video is written.
+        num_frames (`int`, *optional*), size (`tuple[int, int]`, *optional*): the frames to come and their
+            `(width, height)`, when known, for a check of the free disk space.
+
     Raises:
-        [`~zeroshot.errors.ZeroshotError`]: the suffix is unknown, the parent folder is missing or not writable, or a
-        frame folder already exists and is not empty.
+        [`~zeroshot.errors.ZeroshotError`]: the suffix is unknown, a folder stands where a file is meant, a frame
+        folder is not empty, the folder cannot be written, or the disk is too full.
     """
-    path = Path(path)
     kind = output_kind(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise ZeroshotError(f"Output folder {str(parent)!r} does not exist; create it or choose another --out.")
-    if not os.access(parent, os.W_OK):
-        raise ZeroshotError(f"Output folder {str(parent)!r} is not writable; choose another --out.")
-    if kind == "frames" and path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise ZeroshotError(f"Output folder {str(path)!r} already exists and is not empty; remove it or pick another.")
-    return path
+    raw = num_frames * size[0] * size[1] * 3
+    expected = {"frames": raw, "gif": raw // 2, "mp4": raw // 20}[kind]  # PNG at worst raw; H.264 far smaller
+    return check_output(path, what="output", folder=kind == "frames", expected_bytes=expected)
 
 
 def write_video(frames: np.ndarray | Sequence[np.ndarray], path: str | os.PathLike, fps: float) -> Path:

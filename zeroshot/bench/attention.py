@@ -24,6 +24,7 @@ from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
 from hooks import CrossFrameState, DualConsistencyAttnProcessor
 
+from ..cli import whole_number
 from ..errors import ZeroshotError
 from ..loading import resolve_device, resolve_dtype
 from . import compare, describe_device, format_table
@@ -35,12 +36,18 @@ TARGETS = {"DCA": 3.5, "DCA+decoupling": 4.0, "DCA+decoupling, new masks": 4.0}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--frames", type=int, default=8, help="frames per guidance chunk (default 8)")
-    parser.add_argument("--cfg-chunks", type=int, default=1, help="guidance chunks in the batch (default 1)")
-    parser.add_argument("--rounds", type=int, default=5, help="timed calls per candidate (default 5)")
+    parser.add_argument("--frames", type=whole_number(1, 256), default=8, help="frames per guidance chunk (default 8)")
+    parser.add_argument(
+        "--cfg-chunks", type=whole_number(1, 8), default=1, help="guidance chunks in the batch (default 1)"
+    )
+    parser.add_argument(
+        "--rounds", type=whole_number(1, 1000), default=5, help="timed calls per candidate (default 5)"
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     parser.add_argument("--dtype", default="auto", help="fp32, fp16, bf16 or auto: fp16 on CUDA, fp32 elsewhere")
-    parser.add_argument("--mask-size", type=int, default=64, help="side of the masks (default 64: SD-1.5's latents)")
+    parser.add_argument(
+        "--mask-size", type=whole_number(1, 512), default=64, help="side of the masks (default 64: SD-1.5's latents)"
+    )
     parser.add_argument(
         "--sizes",
         default=",".join(f"{tokens}x{channels}" for tokens, channels in SD15_SELF_ATTENTION_SIZES),

@@ -14,7 +14,7 @@ import statistics
 
 import torch
 
-from ..cli import add_model_arguments, load_components_from_args
+from ..cli import add_model_arguments, load_components_from_args, whole_number
 from ..imaging import encode_latents
 from ..loading import resolve_device, resolve_dtype
 from ..pacm import (
@@ -43,15 +43,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="random weights of --arch (always for tiny); without it, sd15 loads --model and --controlnet",
     )
-    parser.add_argument("--steps", type=int, default=50, help="DDIM steps of the paper mode (default: %(default)s)")
     parser.add_argument(
-        "--fast-steps", type=int, default=20, help="DDIM steps of the fewer-steps fast mode (default: %(default)s)"
+        "--steps", type=whole_number(1, 1000), default=50, help="DDIM steps of the paper mode (default: %(default)s)"
     )
-    parser.add_argument("--frames", type=int, default=4, help="target frames (default: %(default)s)")
-    parser.add_argument("--rounds", type=int, default=3, help="timed runs per candidate (default: %(default)s)")
+    parser.add_argument(
+        "--fast-steps",
+        type=whole_number(1, 1000),
+        default=20,
+        help="DDIM steps of the fewer-steps fast mode (default: %(default)s)",
+    )
+    parser.add_argument("--frames", type=whole_number(1, 256), default=4, help="target frames (default: %(default)s)")
+    parser.add_argument(
+        "--rounds", type=whole_number(1, 1000), default=3, help="timed runs per candidate (default: %(default)s)"
+    )
     parser.add_argument(
         "--error-steps",
-        type=int,
+        type=whole_number(1, 1000),
         nargs="*",
         default=[10, 50],
         help="DDIM steps of the frame-0 reconstruction table; none skips it (default: 10 50)",

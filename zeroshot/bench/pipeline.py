@@ -30,9 +30,12 @@ import torch
 from PIL import Image
 
 from ..atomic import write_json
+from ..cli import real_number, whole_number
+from ..defaults import MAX_OUTPUT_SIDE
 from ..errors import ZeroshotError
 from ..face import DEFAULT_STRENGTH, FaceRefinement
 from ..loading import resolve_device, resolve_dtype
+from ..outputs import check_output
 from ..pacm import PACM_MODES, PACMSettings
 from ..poseanimate import PoseAnimatePipeline, prepare_source
 from ..poses import PoseSequence, detect_source_pose
@@ -92,11 +95,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="random weights of --arch; needed with sd15 (this benchmark loads no weights); tiny is always random",
     )
-    parser.add_argument("--frames", type=int, help="frames of the video, frame 0 included (default: 8 tiny, 16 sd15)")
     parser.add_argument(
-        "--size", type=int, help="width and height in pixels, a multiple of 8 (default: 64 tiny, 512 sd15)"
+        "--frames", type=whole_number(2, 256), help="frames of the video, frame 0 included (default: 8 tiny, 16 sd15)"
     )
-    parser.add_argument("--steps", type=int, help="DDIM steps (default: 10 tiny, 50 sd15)")
+    parser.add_argument(
+        "--size",
+        type=whole_number(8, MAX_OUTPUT_SIDE),
+        help="width and height in pixels, a multiple of 8 (default: 64 tiny, 512 sd15)",
+    )
+    parser.add_argument("--steps", type=whole_number(1, 1000), help="DDIM steps (default: 10 tiny, 50 sd15)")
     parser.add_argument(
         "--modes",
         type=_choices(PACM_MODES),
@@ -110,7 +117,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="frames per UNet call in generation and decoding; the first is the reference (default: 16,4)",
     )
     parser.add_argument(
-        "--rounds", type=int, help="timed runs of each mode and window, interleaved (default: 3 tiny, 1 sd15)"
+        "--rounds",
+        type=whole_number(1, 1000),
+        help="timed runs of each mode and window, interleaved (default: 3 tiny, 1 sd15)",
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
     parser.add_argument(
@@ -121,7 +130,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--refine-face",
-        type=float,
+        type=real_number(0.0, 1.0),
         default=DEFAULT_STRENGTH,
         metavar="STRENGTH",
         help="strength of the face refinement pass measured beside the base generation (default: %(default)s)",
@@ -207,16 +216,10 @@ def _settings(args: argparse.Namespace) -> argparse.Namespace:
     for name, value in ARCH_DEFAULTS[args.arch].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    if args.frames < 2:
-        raise ZeroshotError(f"--frames must be at least 2 (the source and one target), got {args.frames}.")
-    if args.size < 8 or args.size % 8:
-        raise ZeroshotError(f"--size must be a positive multiple of 8, got {args.size}.")
-    if args.steps < 1 or args.rounds < 1:
-        raise ZeroshotError(f"--steps and --rounds must be at least 1, got {args.steps} and {args.rounds}.")
-    if not 0.0 <= args.refine_face <= 1.0:
-        raise ZeroshotError(f"--refine-face STRENGTH must lie in [0, 1], got {args.refine_face:g}.")
-    if args.json is not None and not args.json.parent.is_dir():
-        raise ZeroshotError(f"The folder of --json {str(args.json)!r} does not exist; create it or choose another.")
+    if args.size % 8:
+        raise ZeroshotError(f"--size must be a multiple of 8, got {args.size}.")
+    if args.json is not None:
+        check_output(args.json, what="--json")
     return args
 
 

@@ -11,13 +11,24 @@ import argparse
 
 import torch
 
+from ..cli import whole_number
+from ..defaults import MAX_OUTPUT_SIDE
 from . import compare, describe_device, format_table
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rounds", type=int, default=5, help="timed calls per candidate (default: %(default)s)")
-    parser.add_argument("--frames", type=int, default=120, help="frames of the carphone clip to use (default: all)")
-    parser.add_argument("--size", type=int, default=512, help="rendering size in pixels (default: %(default)s)")
+    parser.add_argument(
+        "--rounds", type=whole_number(1, 1000), default=5, help="timed calls per candidate (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--frames", type=whole_number(1, 10000), default=120, help="frames of the carphone clip to use (default: all)"
+    )
+    parser.add_argument(
+        "--size",
+        type=whole_number(8, MAX_OUTPUT_SIDE),
+        default=512,
+        help="rendering size in pixels (default: %(default)s)",
+    )
 
 
 def main(args: argparse.Namespace) -> None:

@@ -13,6 +13,8 @@ import argparse
 import numpy as np
 import torch
 
+from ..cli import whole_number
+from ..defaults import MAX_OUTPUT_SIDE
 from . import compare, describe_device, format_table
 
 #: Video lengths of the schedule table.
@@ -32,11 +34,19 @@ EDIT_STEPS, EDIT_BATCH = 25, 8
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", choices=["tiny", "sd15"], default="tiny", help="random model shapes")
-    parser.add_argument("--frames", type=int, default=16, help="frames of the video (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=5, help="denoising steps per grid (default: %(default)s)")
-    parser.add_argument("--resolution", type=int, help="frame side in pixels (default: 64 tiny, 256 sd15)")
-    parser.add_argument("--batch-size", type=int, default=8, help="grids per batch (default: %(default)s)")
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds (default: %(default)s)")
+    parser.add_argument(
+        "--frames", type=whole_number(3, 1000), default=16, help="frames of the video (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--steps", type=whole_number(1, 1000), default=5, help="denoising steps per grid (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--resolution", type=whole_number(8, MAX_OUTPUT_SIDE), help="frame side in pixels (default: 64 tiny, 256 sd15)"
+    )
+    parser.add_argument(
+        "--batch-size", type=whole_number(1, 1024), default=8, help="grids per batch (default: %(default)s)"
+    )
+    parser.add_argument("--rounds", type=whole_number(1, 1000), default=3, help="timed rounds (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: %(default)s)")
     parser.add_argument("--schedules-only", action="store_true", help="only the table of schedules (no models)")
 

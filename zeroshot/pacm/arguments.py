@@ -6,8 +6,14 @@ import argparse
 import os
 from pathlib import Path
 
+from ..cli import positive_int, real_number, whole_number
 from ..errors import ZeroshotError
 from .settings import EMBEDDING_SLOTS, FRAME_OPTIMIZERS, PACM_MODES, PACMSettings
+
+#: DDIM steps: at most one per training timestep of Stable Diffusion's scheduler.
+_ddim_steps = whole_number(1, 1000, why="the scheduler has 1000 training timesteps")
+#: Optimisation steps per timestep: each is a UNet forward and backward pass per frame.
+_inner_steps = whole_number(0, 1000, why="each step is a UNet forward and backward pass per frame")
 
 
 def default_cache_dir() -> Path:
@@ -31,17 +37,17 @@ def add_pacm_arguments(parser: argparse.ArgumentParser) -> None:
         "negative-prompt: no optimisation; direct: no optimisation, frame 0 exact (default: %(default)s)",
     )
     group.add_argument(
-        "--steps", type=int, default=defaults.num_inference_steps, help="DDIM steps (default: %(default)s)"
+        "--steps", type=_ddim_steps, default=defaults.num_inference_steps, help="DDIM steps (default: %(default)s)"
     )
     group.add_argument(
         "--guidance",
-        type=float,
+        type=real_number(above=0),
         default=defaults.guidance_scale,
         help="classifier-free guidance (default: %(default)s)",
     )
     group.add_argument(
         "--controlnet-scale",
-        type=float,
+        type=real_number(0),
         default=defaults.controlnet_conditioning_scale,
         help="ControlNet conditioning scale (default: %(default)s)",
     )
@@ -53,13 +59,13 @@ def add_pacm_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--source-inner-steps",
-        type=int,
+        type=_inner_steps,
         default=defaults.source_inner_steps,
         help="Adam steps per timestep for the source (default: %(default)s)",
     )
     group.add_argument(
         "--frame-inner-steps",
-        type=int,
+        type=_inner_steps,
         default=defaults.frame_inner_steps,
         help="gradient steps per timestep for each frame (default: %(default)s)",
     )
@@ -72,26 +78,26 @@ def add_pacm_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--frame-step-size",
-        type=float,
+        type=real_number(above=0),
         default=defaults.frame_step_size,
         help="step size of each frame's gradient step (Alg. 1's eta) (default: %(default)s)",
     )
     group.add_argument(
         "--learning-rate",
-        type=float,
+        type=real_number(above=0),
         default=defaults.learning_rate,
         help="Adam learning rate of the source stage (and of the frames with --frame-optimizer adam) "
         "(default: %(default)s)",
     )
     group.add_argument(
         "--learning-rate-decay",
-        type=float,
+        type=real_number(0),
         default=defaults.learning_rate_decay,
         help="learning rate at step i: lr * (1 - decay * i) (default: %(default)s)",
     )
     group.add_argument(
         "--early-stop",
-        type=float,
+        type=real_number(0),
         nargs=2,
         metavar=("EPSILON", "SLOPE"),
         default=(defaults.early_stop_epsilon, defaults.early_stop_slope),
@@ -100,12 +106,14 @@ def add_pacm_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--frame-chunk-size",
-        type=int,
+        type=positive_int,
         default=defaults.frame_chunk_size,
         help="target frames optimised together (their backward passes need memory); lower it to fit GPU memory; "
         "the result is the same for every value (default: %(default)s)",
     )
-    group.add_argument("--mask-threshold", type=float, default=defaults.mask_threshold, help="(default: %(default)s)")
+    group.add_argument(
+        "--mask-threshold", type=real_number(0), default=defaults.mask_threshold, help="(default: %(default)s)"
+    )
     group.add_argument(
         "--cache-dir",
         type=Path,

@@ -51,14 +51,14 @@ class ProgressReporter:
         self._bar: tqdm | None = None
 
     def start(self, stage: str, total: int) -> None:
-        """Opens the bar of `stage`, which will advance `total` times."""
+        """Opens the bar of `stage`, whose steps will add up to `total`."""
         self.close()
         self._bar = tqdm(total=total, desc=_DESCRIPTIONS[stage], disable=not self.show_bars, leave=False)
 
-    def step(self, stage: str, step: int, num_steps: int) -> None:
-        """Reports one finished step."""
+    def step(self, stage: str, step: int, num_steps: int, frames: int = 1) -> None:
+        """Reports one finished step of `frames` frames (the bar advances by that many)."""
         if self._bar is not None:
-            self._bar.update(1)
+            self._bar.update(frames)
         if self.callback is not None:
             self.callback(PACMProgress(stage, step, num_steps, self.frames_done, self.num_frames))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 import torch
@@ -407,7 +408,7 @@ def _frames_stage(
                     target_poses.conditions(chunk, denoiser.device),
                     settings,
                     recording,
-                    on_step=lambda step: reporter.step("frames", step, num_steps),
+                    on_step=partial(reporter.step, "frames", num_steps=num_steps, frames=len(chunk)),
                 )
                 new = [(position, index) for position, index in enumerate(chunk) if index in pending]
                 for position, index in new:

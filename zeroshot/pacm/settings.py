@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -117,6 +118,9 @@ class PACMSettings:
     mask_threshold: float = 0.3
 
     def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{name}={value} must be a finite number.")
         if self.mode not in PACM_MODES:
             raise ValueError(f"mode={self.mode!r} is not a PACM mode; choose one of {PACM_MODES}.")
         if self.optimized_slot not in EMBEDDING_SLOTS:

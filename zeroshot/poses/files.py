@@ -90,7 +90,13 @@ def load_poses(
         image = np.asarray(load_image(path))
         if looks_rendered(image[None]):
             return RenderedPoses(image[None], None, str(path))
-        return detect_source_pose(image, name=str(path))
+        try:
+            return detect_source_pose(image, name=str(path))
+        except ZeroshotError:
+            raise ZeroshotError(
+                f"No person found in the pose photo {str(path)!r}: give a photo or video in which a person's body is "
+                f"clearly visible, or OpenPose JSON."
+            ) from None
     raise ZeroshotError(
         f"Cannot tell what {str(path)!r} holds from its suffix: give OpenPose JSON (.json, or a folder of them), a "
         f"folder of pose images, or a video ({', '.join(VIDEO_SUFFIXES)})."

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..atomic import staged_folder, write_json
 from ..errors import ZeroshotError
+from ..outputs import check_output
 from ..video import natural_key
 from .sequence import PoseSequence
 from .skeleton import JOINT_NAMES, NUM_FACE_POINTS, NUM_HAND_POINTS, NUM_JOINTS
@@ -161,8 +162,8 @@ def check_openpose_output_path(path: str | os.PathLike) -> Path:
     """Checks, before any work starts, that [`write_openpose_json`] will be able to write `path`.
 
     Raises:
-        [`~zeroshot.errors.ZeroshotError`]: the suffix is neither `.json` nor none, the parent folder is missing or
-        not writable, or an output folder already exists and is not empty.
+        [`~zeroshot.errors.ZeroshotError`]: the suffix is neither `.json` nor none, or
+        [`~zeroshot.outputs.check_output`] refuses the path (missing parent folders are created when writing).
     """
     path = Path(path)
     if path.suffix.lower() not in (".json", ""):
@@ -170,14 +171,7 @@ def check_openpose_output_path(path: str | os.PathLike) -> Path:
             f"Cannot write poses to {str(path)!r}: give a .json file, or a folder path without a suffix for one "
             f"OpenPose file per frame."
         )
-    parent = path.parent
-    if not parent.is_dir():
-        raise ZeroshotError(f"Output folder {str(parent)!r} does not exist; create it or choose another path.")
-    if not os.access(parent, os.W_OK):
-        raise ZeroshotError(f"Output folder {str(parent)!r} is not writable; choose another path.")
-    if path.suffix == "" and path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise ZeroshotError(f"Output folder {str(path)!r} already exists and is not empty; remove it or pick another.")
-    return path
+    return check_output(path, what="poses output", folder=path.suffix == "")
 
 
 def _frame_dict(poses: PoseSequence, index: int) -> dict[str, Any]:
@@ -224,8 +218,8 @@ def _read_frames(path: Path) -> tuple[list[_Frame], float | None]:
     if isinstance(document, dict) and "frames" in document:
         canvas = _canvas(document, f"{str(path)!r}")
         fps = document.get("fps")
-        if fps is not None and (not isinstance(fps, (int, float)) or not fps > 0):
-            raise ZeroshotError(f"{str(path)!r}: fps must be a positive number, got {fps!r}.")
+        if fps is not None and (not isinstance(fps, (int, float)) or not 0 < fps < math.inf):
+            raise ZeroshotError(f"{str(path)!r}: fps must be a positive finite number, got {fps!r}.")
         items = document["frames"]
         if not isinstance(items, list):
             raise ZeroshotError(f"{str(path)!r}: 'frames' must be a list of frames, got {type(items).__name__}.")

@@ -49,6 +49,10 @@ from .skeleton import (
     TREE_ORDER,
 )
 
+#: Longest transition one may ask for: 4 s at 30 fps. The default length never needs more than 28 frames (a joint
+#: crossing the canvas's diagonal in steps of 5%), and every frame costs a full generation.
+MAX_TRANSITION_FRAMES = 120
+
 logger = logging.getLogger(__name__)
 
 _FACE_LIMBS = tuple(limb for limb in LIMBS if limb not in BODY_LIMBS)
@@ -134,8 +138,11 @@ def pose_alignment_transition(
     """
     if len(source) != 1:
         raise ValueError(f"source must hold one pose, got {len(source)} frames.")
-    if transition_frames is not None and transition_frames < 0:
-        raise ValueError(f"transition_frames must be >= 0, got {transition_frames}.")
+    if transition_frames is not None and not 0 <= transition_frames <= MAX_TRANSITION_FRAMES:
+        raise ValueError(
+            f"transition_frames must lie in [0, {MAX_TRANSITION_FRAMES}] (every frame costs a full generation), got "
+            f"{transition_frames}."
+        )
     if not max_step > 0:
         raise ValueError(f"max_step must be positive, got {max_step}.")
     target = require_keypoints(target, "aligned to the source pose" if align else "given transition frames")

@@ -3,9 +3,12 @@ input errors cost nothing); [`~zeroshot.qffusion.training.train_qga`] runs them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..defaults import MAX_OUTPUT_SIDE
 from ..errors import ZeroshotError
 
 if TYPE_CHECKING:
@@ -120,12 +123,22 @@ class TrainingSettings:
         for name in ("warmup_steps", "keep_checkpoints", "num_workers"):
             if getattr(self, name) < 0:
                 raise ZeroshotError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}.")
+        limits = {"resolution": MAX_OUTPUT_SIDE, "batch_size": 1024, "num_workers": 64, "seed": 2**32 - 1}
+        for name, limit in limits.items():
+            if not 0 <= getattr(self, name) <= limit:
+                raise ZeroshotError(f"--{name.replace('_', '-')} must lie in [0, {limit}], got {getattr(self, name)}.")
         if self.resolution % 32:
             raise ZeroshotError(f"--resolution must be a multiple of 32, got {self.resolution}.")
-        if self.learning_rate <= 0 or self.crop_scale <= 0:
-            raise ZeroshotError("--learning-rate and --crop-scale must be positive.")
-        if self.crop_smoothing < 0:
-            raise ZeroshotError(f"--crop-smoothing must not be negative, got {self.crop_smoothing}.")
+        for name in ("learning_rate", "crop_scale", "weight_decay", "max_grad_norm"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0 or (value == 0 and name in ("learning_rate", "crop_scale")):
+                raise ZeroshotError(f"--{name.replace('_', '-')} must be a finite positive number, got {value}.")
+        if Path(self.output_dir).exists() and not Path(self.output_dir).is_dir():
+            raise ZeroshotError(f"--out {self.output_dir!r} is a file; give the run's folder.")
+        if not Path(self.data).is_dir():
+            raise ZeroshotError(f"--data {self.data!r} is not a folder (of training videos).")
+        if not math.isfinite(self.crop_smoothing) or self.crop_smoothing < 0:
+            raise ZeroshotError(f"--crop-smoothing must be a finite number, 0 or more, got {self.crop_smoothing}.")
         if self.crop not in ("subject", "full"):
             raise ZeroshotError(f"--crop must be 'subject' or 'full', got {self.crop!r}.")
         if self.condition not in ("face", "body"):

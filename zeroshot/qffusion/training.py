@@ -44,7 +44,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
 from hooks import pack_quadrant_grid, quadrant_grid_input, reference_grid
 
-from ..atomic import staged_folder, write_json
+from ..atomic import staged_file, staged_folder, write_json
 from ..components import ModelComponents
 from ..errors import ZeroshotError
 from ..imaging import encode_latents
@@ -105,6 +105,26 @@ def find_checkpoints(output_dir: str | Path) -> list[Path]:
         return []
     found = [(step, path) for path in output_dir.iterdir() if (step := _checkpoint_step(path)) is not None]
     return [path for _, path in sorted(found)]
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drops the log lines of steps after `step` (written by an interrupted run after its last checkpoint), which
+    the resumed run logs again, and a last line cut short by a killed process."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if line.endswith("\n") and 0 < _logged_step(line) <= step]
+    if len(kept) != len(lines):
+        with staged_file(path) as staging:
+            staging.write_text("".join(kept))
+
+
+def _logged_step(line: str) -> int:
+    """The step of a log line, or 0 for a line that is not a complete record."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return 0
 
 
 def _resolve_resume(settings: TrainingSettings) -> Path | None:
@@ -187,6 +207,26 @@ def train_qga(settings: TrainingSettings) -> Path:
     >>> final = train_qga(TrainingSettings(model="sd15", data="videos/", output_dir="runs/qga", max_steps=20000))
     ```
     """
+    output_dir = Path(settings.output_dir)
+    created = not output_dir.exists()
+    try:
+        return _train(settings)
+    except ZeroshotError:
+        if int(os.environ.get("RANK", "0")) == 0:
+            _remove_refused_run(output_dir, created)
+        raise
+
+
+def _remove_refused_run(output_dir: Path, created: bool) -> None:
+    """After a run refused before its first checkpoint: its data cache, and the run folder if the run made it."""
+    if find_checkpoints(output_dir) or (output_dir / "final").exists():
+        return  # a run to resume: its cache saves the data preparation
+    shutil.rmtree(output_dir / "data-cache", ignore_errors=True)
+    if created and output_dir.is_dir() and not any(output_dir.iterdir()):
+        output_dir.rmdir()
+
+
+def _train(settings: TrainingSettings) -> Path:
     from accelerate import Accelerator, PartialState
     from accelerate.utils import DataLoaderConfiguration, set_seed
     from diffusers.optimization import get_constant_schedule_with_warmup
@@ -289,6 +329,8 @@ def train_qga(settings: TrainingSettings) -> Path:
         )
     step, batches = start_step, start_batches  # optimizer steps; batches this process took from the data
     log_path = output_dir / "log.jsonl"
+    if accelerator.is_main_process:
+        _truncate_log(log_path, step)
     show = settings.show_progress and accelerator.is_main_process
     progress = tqdm(total=settings.max_steps, initial=step, desc="train", disable=not show)
     started = time.perf_counter()
