@@ -145,9 +145,9 @@ CASES = [
     ("evaluate", [*EVALUATE, "--lpips-alexnet", "{in}/text.txt"], "LPIPS AlexNet"),
     ("evaluate", [*EVALUATE[:2], "{in}/missing.png", *EVALUATE[3:]], "does not exist"),
     # extract_poses.py
-    ("extract_poses", ["{in}/clip.gif", "-o", "{out}/p.json", "--smooth", "nan"], "'nan' is not a finite number"),
-    ("extract_poses", ["{in}/clip.gif", "-o", "{out}/p.json", "--smooth", "1e9"], "must be at most 100.0"),
-    ("extract_poses", ["{in}/clip.gif", "-o", "{out}/p.json", "--smooth", "-1"], "-1 must be at least 0"),
+    ("extract_poses", ["{in}/clip.gif", "-o", "{out}/p.json", "--max-gap", "nan"], "'nan' is not a finite number"),
+    ("extract_poses", ["{in}/clip.gif", "-o", "{out}/p.json", "--max-gap", "-1"], "-1 must be at least 0"),
+    ("extract_poses", ["{in}/clip.gif", "-o", "{out}/p.json", "--no-repair", "--no-smooth"], "--no-repair keeps"),
     ("extract_poses", ["{in}/clip.gif", "-o", "{out}/p.json", "--max-frames", "0"], "0 must be at least 1"),
     ("extract_poses", ["{in}/missing.mp4", "-o", "{out}/p.json"], "is not a file"),
     ("extract_poses", ["{in}/folder", "-o", "{out}/p.json"], "is not a file"),
@@ -368,7 +368,7 @@ def test_argument_errors_exit_2_in_one_line_without_importing_torch(tmp_path):
         ["animate.py", *[a.replace("{out}", str(tmp_path)) for a in ANIMATE], "--image", "missing.png"],
         ["edit.py", "--start", "s.png", "--end", "e.png", "--checkpoint", "c", "--out", "o.mp4", "--jump-cut", "2"],
         ["evaluate.py", "a.mp4", "--source", "s.png", "--poses", "p.json", "--fps", "nan"],
-        ["extract_poses.py", "v.mp4", "-o", "p.json", "--smooth", "1e9"],
+        ["extract_poses.py", "v.mp4", "-o", "p.json", "--max-gap", "inf"],
         ["train_qga.py", "--data", "d", "--out", str(tmp_path / "run"), "--learning-rate", "nan"],
         ["benchmark.py", "qffusion", "--frames", "1"],
     ]

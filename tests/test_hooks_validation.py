@@ -42,8 +42,10 @@ def _call(state, hidden, **kwargs):
         (_soft_masks(3) / _soft_masks(3).max() * (1 + 1e-6), r"values in \[0, 1\], got values from .* to 1.00000095"),
         (_hard_masks(3).nextafter(torch.tensor(2.0)), r"values in \[0, 1\], got values from .* to 1.00000012"),
         (_hard_masks(3) - 1e-3, r"values in \[0, 1\], got values from -0.001"),
+        (_hard_masks(3).index_fill(1, torch.tensor([2]), float("nan")), r"values in \[0, 1\], got values from nan"),
+        (_hard_masks(3) * 5, r"values in \[0, 1\], got values from 0 to 5"),
     ],
-    ids=["uint8-0-255", "float-0-255", "soft-above-1", "one-ulp-above-1", "below-0"],
+    ids=["uint8-0-255", "float-0-255", "soft-above-1", "one-ulp-above-1", "below-0", "nan", "five"],
 )
 def test_masks_outside_zero_one_are_refused(masks, message):
     # Each of these gave NaN in every frame but frame 0 (keys weighted by log of a negative or beyond-one amount).

@@ -46,12 +46,19 @@ def test_options_default_to_the_paper_and_map_onto_settings(tmp_path):
     [
         (["--steps", "200"], "keep the learning rate positive over 200 steps"),
         (["--mask-threshold", "1.5"], r"mask_threshold=1.5 must lie in \[0, 1\)"),
-        (["--frame-step-size", "0"], "frame_step_size=0.0 must be positive"),
     ],
 )
 def test_bad_options_raise_one_clear_error(argv, message):
     with pytest.raises(ZeroshotError, match=message):
         pacm_settings_from_args(_parse(argv))
+
+
+def test_a_step_size_that_moves_nothing_is_refused(capsys):
+    with pytest.raises(SystemExit):  # by the option's type, as it parses
+        _parse(["--frame-step-size", "0"])
+    assert "argument --frame-step-size: 0 must be greater than 0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="frame_step_size=0.0 must be positive"):  # and by the settings themselves
+        PACMSettings(frame_step_size=0.0)
 
 
 def test_model_fingerprint_identifies_the_weights_not_the_folder(tiny_components, tiny_model_paths):

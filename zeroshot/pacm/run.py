@@ -393,7 +393,7 @@ def _frames_stage(
         size = settings.frame_chunk_size
         chunks = [list(range(start, min(start + size, num_frames))) for start in range(0, num_frames, size)]
         mine = sharding.split([chunk for chunk in chunks if any(index in pending for index in chunk)])
-        reporter.start("frames", len(mine) * num_steps)
+        reporter.start("frames", sum(len(chunk) for chunk in mine) * num_steps)
         computed: list[tuple[int, dict[str, torch.Tensor]]] = []
         # Installed once for the stage; each recorded pass only resets the recorder.
         with subject_attention_recording(
