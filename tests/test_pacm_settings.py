@@ -57,7 +57,7 @@ def test_a_step_size_that_moves_nothing_is_refused(capsys):
     with pytest.raises(SystemExit):  # by the option's type, as it parses
         _parse(["--frame-step-size", "0"])
     assert "argument --frame-step-size: 0 must be greater than 0" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="frame_step_size=0.0 must be positive"):  # and by the settings themselves
+    with pytest.raises(ValueError, match=r"frame_step_size=0\.0 must be positive"):  # and by the settings themselves
         PACMSettings(frame_step_size=0.0)
 
 
