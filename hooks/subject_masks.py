@@ -58,7 +58,8 @@ class InCallSubjectMasks:
     ```py
     >>> state = CrossFrameState(mode="windows", latent_size=(64, 64))
     >>> masks = InCallSubjectMasks(state, token_indices=[5], num_frames=16, fixed_masks={0: source_mask})
-    >>> with install_attn_processors(unet, DualConsistencyAttnProcessor(cfg_chunks=2, state=state)), masks.install(unet):
+    >>> processor = DualConsistencyAttnProcessor(cfg_chunks=2, state=state)
+    >>> with install_attn_processors(unet, processor), masks.install(unet):
     ...     ...  # each UNet call decouples with the masks of its own frames at its own step
     >>> masks.masks  # [16, 64, 64], the last step's
     ```

@@ -14,7 +14,9 @@ STEPS, FRAMES, WINDOWS = 2, 3, (3, 1)
 SOURCE_INNER_STEPS = 10  # PACMSettings' default
 
 
-def _expected_evaluations(mode: str, source_backward: int, separate_mask_pass: bool = False) -> dict[str, tuple[int, int]]:
+def _expected_evaluations(
+    mode: str, source_backward: int, separate_mask_pass: bool = False
+) -> dict[str, tuple[int, int]]:
     """(forward, backward) per stage for `STEPS` steps and `FRAMES` frames (frame 0 and `FRAMES - 1` targets); the fast
     modes' frame stage is the separate mask pass, which they skip unless asked (masks are made in generation)."""
     targets = FRAMES - 1

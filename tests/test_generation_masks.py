@@ -42,7 +42,9 @@ def setup(tiny_components):
     # The tiny UNet's maps are flat (every value above 0.6 of its map's maximum): a high threshold splits them.
     settings = PACMSettings(mode="direct", num_inference_steps=STEPS, mask_threshold=0.8)
     no_subject = dataclasses.replace(prompt, subject_token_indices=())
-    pacm = run_pacm(tiny_components, latent, no_subject, pose_images[0], pose_images[1:], settings, show_progress=False)
+    pacm = run_pacm(
+        tiny_components, latent, no_subject, pose_images[0], pose_images[1:], settings, show_progress=False
+    )
     assert pacm.masks is None and pacm.stats["frames"].forward == 0
     source_mask = torch.from_numpy(resize_mask(source.mask, *LATENT)).float()
     return pacm, pose_images, prompt, source_mask
@@ -99,7 +101,8 @@ def _reference_masks(components, pacm, pose_images, tokens, step, latents):
     timestep = int(pacm.timesteps[step])
     with install_attn_processors(components.unet, recorder, BEFORE_UP_BLOCKS):
         down, mid = components.controlnet(latents, timestep, text, controlnet_cond=poses, return_dict=False)
-        components.unet(latents, timestep, text, down_block_additional_residuals=down, mid_block_additional_residual=mid)
+        residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+        components.unet(latents, timestep, text, **residuals)
     assert len(recorder.maps) == 3  # two 8x8 layers in the down blocks, one 4x4 in the mid block
     maps = torch.stack(recorder.maps).mean(dim=0)
     return (maps / maps.amax(dim=(-2, -1), keepdim=True) > 0.8).float()

@@ -409,7 +409,10 @@ def _print_tables(runs: list[Run], args: argparse.Namespace, device: torch.devic
 def _mask_pass_comparison(runs: list[Run], mask_pass_runs: list[Run], num_targets: int) -> list[dict]:
     """Per fast mode, at the first window: UNet evaluations (forward + backward) and seconds with the masks made in
     generation and with the separate PACM mask pass, the share of evaluations saved, and the share expected."""
-    expected = {"direct": 2 * num_targets / (4 * num_targets + 5), "negative-prompt": num_targets / (3 * num_targets + 3)}
+    expected = {
+        "direct": 2 * num_targets / (4 * num_targets + 5),
+        "negative-prompt": num_targets / (3 * num_targets + 3),
+    }
     rows = []
     for separate in mask_pass_runs:
         in_generation = next(run for run in runs if run.mode == separate.mode and run.window == separate.window)
