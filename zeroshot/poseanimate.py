@@ -320,7 +320,9 @@ class PoseAnimatePipeline(DiffusionPipeline):
                 `mask_method`.
             mask_method (`str`, *optional*, defaults to `"selfie"`): how the source mask is segmented when `source`
                 is not given.
-            cache_dir (`str` or `os.PathLike`, *optional*): where PACM's results are cached.
+            cache_dir (`str` or `os.PathLike`, *optional*): where PACM's results are cached; paper mode's per-frame
+                embeddings then stay in the cache files, read a window and a step at a time, so host memory does not
+                grow with the number of frames.
             show_progress (`bool`, *optional*, defaults to `True`): progress bars for every stage.
             callback_on_step_end (`Callable`, *optional*): called as diffusers does after every generation step,
                 `callback_on_step_end(pipe, step, timestep, {"latents": latents})`; it may return a dict with new
@@ -390,6 +392,7 @@ class PoseAnimatePipeline(DiffusionPipeline):
                 cache_identity=identity,
                 show_progress=show_progress,
                 state=accelerate_state,
+                frames_in_memory=cache_dir is None,
             )
             if accelerate_state is not None and not accelerate_state.is_main_process:
                 return None
