@@ -3,7 +3,8 @@ files (`run_pacm(..., frames_in_memory=False)`, what the pipeline does whenever 
 
 Each run is the paper mode with a fresh cache folder, followed by what generation reads: every step's embeddings of
 every window of `--window` frames. The peak is the growth of the process's resident memory over the run (sampled
-every 2 ms), so it counts the embeddings, the autograd buffers of a chunk of frames and the allocator's slack alike.
+every 2 ms) after one unmeasured warm-up run, so it counts the embeddings, the autograd buffers of a chunk of frames
+and the allocator's slack alike.
 The table adds the size of the embeddings at each length, and what they are at Stable Diffusion 1.5's shapes (77
 tokens of 768 floats per step) for `--sd15-steps` steps.
 """
@@ -52,6 +53,9 @@ def main(args: argparse.Namespace) -> None:
         f"{describe_device(device)}; tiny models, paper mode, {args.steps} steps, windows of {args.window}; peak "
         "growth of resident memory"
     )
+    # One short run first, unmeasured: the allocator's pools and the kernels warm up outside the peaks.
+    with tempfile.TemporaryDirectory() as cache:
+        run_pacm(components, latent, prompt, source_pose, source_pose, settings, cache_dir=cache, show_progress=False)
     rows = []
     for num_frames in args.frames:
         targets = (torch.rand(num_frames, 3, size * scale, size * scale, generator=generator) * 255).to(torch.uint8)
