@@ -16,7 +16,7 @@ def _parse(argv):
 
 
 def test_the_table_has_each_length_with_the_exact_embedding_sizes(capsys):
-    pacm_memory.main(_parse(["--frames", "1", "3", "--steps", "2", "--window", "2"]))
+    pacm_memory.main(_parse(["--frames", "1", "3", "--steps", "2", "--window", "2", "--rounds", "1"]))
     lines = capsys.readouterr().out.splitlines()
     assert "peak MiB: in the cache" in lines[1]
     rows = [line.split() for line in lines[3:]]
@@ -28,5 +28,5 @@ def test_the_table_has_each_length_with_the_exact_embedding_sizes(capsys):
 
 
 def test_non_positive_numbers_stop_with_one_message():
-    with pytest.raises(ZeroshotError, match=r"--frames, --steps, --window and --sd15-steps must be positive"):
+    with pytest.raises(ZeroshotError, match=r"--frames, --steps, --window, --sd15-steps and --rounds must be positive"):
         pacm_memory.main(_parse(["--frames", "0"]))
