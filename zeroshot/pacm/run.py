@@ -229,10 +229,10 @@ def run_pacm(
             shared = (latents.cpu(), _to(source, "cpu")) if sharding.is_main_process else None
             latents, source = sharding.broadcast(shared)
             latents, source = latents.to(device), _to(source, device)
+        kept = ("embeddings", "attention_maps") if frames_in_memory else ("attention_maps",)
         frames = _frames_stage(
-            denoiser, schedule, cache, keys, latents, source, prompt, target_poses, settings, sharding, reporter,
-            kept=("attention_maps",) if not frames_in_memory else ("embeddings", "attention_maps"),
-        )  # fmt: skip
+            denoiser, schedule, cache, keys, latents, source, prompt, target_poses, settings, sharding, reporter, kept
+        )
     finally:
         reporter.close()
     stats = counter.stats
