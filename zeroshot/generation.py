@@ -106,8 +106,9 @@ def generate_latents(
     in_call = None
     if decoupling is not None and pacm.masks is None:
         frame0_mask = {0: source_mask.to(device, torch.float32)}
+        threshold = pacm.settings.mask_threshold
         in_call = InCallSubjectMasks(
-            state, subject_token_indices, num_frames, threshold=pacm.settings.mask_threshold, fixed_masks=frame0_mask
+            state, subject_token_indices, num_frames, threshold=threshold, cfg_chunks=2, fixed_masks=frame0_mask
         )
     windows = frame_windows(num_frames, window)
     progress = tqdm(total=len(schedule) * len(windows), desc="generation", disable=not show_progress, leave=False)
