@@ -26,9 +26,11 @@ from .quadrant_grid import (
 )
 from .recorder import CrossAttentionRecorder, attention_maps_to_masks
 from .state import CrossFrameState, FrameLayout
+from .subject_masks import DOWN_AND_MID_CROSS_ATTENTION, InCallSubjectMasks
 
 __all__ = [
     "CROSS_ATTENTION",
+    "DOWN_AND_MID_CROSS_ATTENTION",
     "GRID_CHANNEL_ORDER",
     "UP_BLOCK_SELF_ATTENTION",
     "AllFrameAttnProcessor",
@@ -37,6 +39,7 @@ __all__ = [
     "DualConsistencyAttnProcessor",
     "FrameLayout",
     "HookHandle",
+    "InCallSubjectMasks",
     "QuadrantGridHook",
     "attention_maps_to_masks",
     "install_attn_processors",

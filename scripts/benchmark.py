@@ -4,6 +4,7 @@ Each subcommand prints a table of ratios against a baseline measured in the same
 
   python scripts/benchmark.py attention    dual-consistency attention vs diffusers' AttnProcessor2_0
   python scripts/benchmark.py pacm         inversion and pose-aware embedding stages, paper mode vs fast modes
+  python scripts/benchmark.py pacm-memory  host memory of the paper mode's frames, in memory vs left in the cache
   python scripts/benchmark.py pipeline     the whole PoseAnimate pipeline, per stage
   python scripts/benchmark.py poses        pose extraction, masks, PATA and rendering on real media
   python scripts/benchmark.py qffusion     Qffusion: QGP batched per wave vs one grid at a time vs naive; hook cost
@@ -23,6 +24,7 @@ from zeroshot.cli import run
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "attention": ("zeroshot.bench.attention", "dual-consistency attention vs diffusers' AttnProcessor2_0"),
     "pacm": ("zeroshot.bench.pacm", "PACM's stages, paper mode vs fast modes, batched vs one frame at a time"),
+    "pacm-memory": ("zeroshot.bench.pacm_memory", "host memory of the paper mode's frames, in memory vs in the cache"),
     "pipeline": ("zeroshot.bench.pipeline", "the whole PoseAnimate pipeline, per stage, per mode and window"),
     "poses": ("zeroshot.bench.poses", "pose extraction, masks, PATA and rendering on real media"),
     "qffusion": ("zeroshot.bench.qffusion", "Qffusion: QGP per wave vs one grid at a time vs naive; hook cost"),

@@ -14,8 +14,11 @@ STEPS, FRAMES, WINDOWS = 2, 3, (3, 1)
 SOURCE_INNER_STEPS = 10  # PACMSettings' default
 
 
-def _expected_evaluations(mode: str, source_backward: int) -> dict[str, tuple[int, int]]:
-    """(forward, backward) per stage for `STEPS` steps and `FRAMES` frames (frame 0 and `FRAMES - 1` targets)."""
+def _expected_evaluations(
+    mode: str, source_backward: int, separate_mask_pass: bool = False
+) -> dict[str, tuple[int, int]]:
+    """(forward, backward) per stage for `STEPS` steps and `FRAMES` frames (frame 0 and `FRAMES - 1` targets); the fast
+    modes' frame stage is the separate mask pass, which they skip unless asked (masks are made in generation)."""
     targets = FRAMES - 1
     source = {
         # Per step: one fixed-branch pass, then one pass per gradient step and one resampling pass.
@@ -28,6 +31,8 @@ def _expected_evaluations(mode: str, source_backward: int) -> dict[str, tuple[in
         "negative-prompt": (targets * STEPS, 0),  # one pass per step: both guidance slots hold the prompt
         "direct": (2 * targets * STEPS, 0),
     }[mode]
+    if mode != "paper" and not separate_mask_pass:
+        frames = (0, 0)
     return {
         "ddim_inversion": (STEPS, 0),
         "source": source,
@@ -49,6 +54,7 @@ def test_benchmark_json_has_every_mode_and_window_with_exact_counts_and_equal_fr
     pipeline.main(_parse([*argv, "--modes", "paper,direct,negative-prompt", "--json", str(output)]))
     printed = capsys.readouterr().out
     assert "Wall time per stage" in printed and "max |frame diff|" in printed and "Face refinement" in printed
+    assert "Fast modes at window 3: character masks made in generation" in printed
     document = json.loads(output.read_text())
     runs = {(run["mode"], run["window"]): run for run in document["runs"]}
     assert set(runs) == {(mode, window) for mode in ("paper", "direct", "negative-prompt") for window in WINDOWS}
@@ -69,6 +75,15 @@ def test_benchmark_json_has_every_mode_and_window_with_exact_counts_and_equal_fr
         assert run["max_latent_difference"] < 1e-4 and run["max_frame_difference"] <= 1, (mode, window)
         if window == WINDOWS[0]:
             assert run["max_latent_difference"] == 0 and run["max_frame_difference"] == 0
+    # The fast modes beside their separate mask pass: exactly the frame stage's evaluations saved.
+    assert [row["mode"] for row in document["mask_pass"]] == ["direct", "negative-prompt"]
+    for row in document["mask_pass"]:
+        separate = _expected_evaluations(row["mode"], 0, separate_mask_pass=True)
+        in_generation = _expected_evaluations(row["mode"], 0)
+        totals = [sum(sum(counts) for counts in stages.values()) for stages in (in_generation, separate)]
+        assert [row["evaluations_in_generation"], row["evaluations_separate_pass"]] == totals
+        assert row["evaluations_saved"] == pytest.approx(row["evaluations_saved_expected"], rel=1e-12)
+        assert row["window"] == WINDOWS[0] and row["speed_up"] > 0
 
 
 def test_sd15_without_random_weights_stops_with_one_clear_message():

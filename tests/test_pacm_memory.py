@@ -154,3 +154,46 @@ def test_pose_images_in_neither_form_are_refused_naming_the_forms(tiny_component
     latent, prompt, source_pose, _ = inputs
     with pytest.raises(ValueError, match=message):
         run_pacm(tiny_components, latent, prompt, source_pose, poses, SETTINGS, show_progress=False)
+
+
+def test_frames_left_in_the_cache_hand_out_the_embeddings_of_memory(tiny_components, inputs, float_run):
+    """`frames_in_memory=False`: the same rows, bit for bit, for any window and step, read from the frames' cache
+    files."""
+    from zeroshot.pacm import StoredFrameEmbeddings
+
+    latent, prompt, source_pose, targets = inputs
+    expected, cache = float_run
+    result = run_pacm(tiny_components, latent, prompt, source_pose, targets, SETTINGS, cache_dir=cache,
+                      show_progress=False, frames_in_memory=False)  # fmt: skip
+    assert isinstance(result.frame_embeddings, StoredFrameEmbeddings)
+    assert result.frame_embeddings.shape == expected.frame_embeddings.shape
+    assert sorted(result.frame_embeddings.paths) == sorted(map(str, cache.glob("frames-*.safetensors")))
+    torch.testing.assert_close(result.attention_maps, expected.attention_maps, rtol=0, atol=0)
+    for step in range(T):
+        for window in ([0, 1, 2], [3, 4, 5], [0, 5, 2]):
+            for got, want in zip(result.step_embeddings(step, window), expected.step_embeddings(step, window)):
+                torch.testing.assert_close(got, want, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"frames_in_memory=False leaves .* give a cache_dir"):
+        run_pacm(tiny_components, latent, prompt, source_pose, targets, SETTINGS, frames_in_memory=False)
+
+
+def test_the_pipeline_with_a_cache_reads_the_frames_from_it_and_generates_the_same_frames(tiny_components, tmp_path):
+    """Paper mode with a cache folder leaves the frames' embeddings in it; the animation is the one made in memory."""
+    from pathlib import Path
+
+    from zeroshot import PoseAnimatePipeline
+    from zeroshot.poseanimate import prepare_source
+    from zeroshot.poses import load_poses
+    from zeroshot.video import load_image
+
+    assets = Path(__file__).parents[1] / "zeroshot" / "assets"
+    image = load_image(assets / "astronaut.jpg")
+    source = prepare_source(image, 64, 64, mask="selfie")
+    pipe = PoseAnimatePipeline.from_components(tiny_components)
+    options = dict(height=64, width=64, source=source, pacm_settings=SETTINGS, transition_frames=0, window=2,
+                   show_progress=False, output_type="latent")  # fmt: skip
+    poses = load_poses(assets / "wave.json")[np.arange(3)]
+    in_memory = pipe(image, poses, "a photo of an astronaut", **options)
+    stored = pipe(image, poses, "a photo of an astronaut", cache_dir=tmp_path, **options)
+    assert len(list(tmp_path.glob("frames-*.safetensors"))) == 3
+    torch.testing.assert_close(stored.frames, in_memory.frames, rtol=0, atol=0)

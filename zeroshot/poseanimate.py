@@ -6,9 +6,10 @@ PoseAnimate (Zhu et al.), training-free on Stable Diffusion 1.5 and the OpenPose
 2. mask: the source's character mask (MGDM's `M_0`);
 3. encoding: the source latent and the prompt embeddings;
 4. PACM: DDIM inversion, pose-aware inversion of the source, per-frame pose-aware embeddings and character masks
-   (cached on disk, resumable);
+   (cached on disk, resumable); the fast modes skip the per-frame stage;
 5. generation: every frame from `Z_T`, frame 0 reconstructing the source, dual-consistency attention with
-   mask-guided decoupling, in lock-step windows of bounded memory;
+   mask-guided decoupling, in lock-step windows of bounded memory; in the fast modes each UNet call makes its frames'
+   masks from the subject's cross-attention in its down and mid blocks, for its up blocks;
 6. decoding, in chunks.
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -292,6 +293,7 @@ class PoseAnimatePipeline(DiffusionPipeline):
         accelerate_state: object | None = None,
         output_type: str = "np",
         face_refinement: FaceRefinement | None = None,
+        separate_mask_pass: bool = False,
     ) -> PoseAnimateOutput | None:
         """Animates the character of `image` with `poses`.
 
@@ -323,7 +325,9 @@ class PoseAnimatePipeline(DiffusionPipeline):
                 `mask_method`.
             mask_method (`str`, *optional*, defaults to `"selfie"`): how the source mask is segmented when `source`
                 is not given.
-            cache_dir (`str` or `os.PathLike`, *optional*): where PACM's results are cached.
+            cache_dir (`str` or `os.PathLike`, *optional*): where PACM's results are cached; paper mode's per-frame
+                embeddings then stay in the cache files, read a window and a step at a time, so host memory does not
+                grow with the number of frames.
             show_progress (`bool`, *optional*, defaults to `True`): progress bars for every stage.
             callback_on_step_end (`Callable`, *optional*): called as diffusers does after every generation step,
                 `callback_on_step_end(pipe, step, timestep, {"latents": latents})`; it may return a dict with new
@@ -334,6 +338,10 @@ class PoseAnimatePipeline(DiffusionPipeline):
             face_refinement ([`~zeroshot.face.FaceRefinement`], *optional*): refine every frame's face with a second
                 pass on face crops (see [`~zeroshot.face.refinement.refine_faces`]); needs keypoint poses and
                 `output_type="np"`.
+            separate_mask_pass (`bool`, *optional*, defaults to `False`): in the fast modes, record the character
+                masks in PACM's frame stage, a sampling pass of every frame without dual-consistency attention run
+                only for them, instead of in generation's own UNet calls (which saves that pass: 2F of the 4F + 5
+                evaluations per step in direct mode). Paper mode always takes them from its frame stage.
 
         Returns:
             [`PoseAnimateOutput`], or `None` on processes other than the main one.
@@ -403,10 +411,12 @@ class PoseAnimatePipeline(DiffusionPipeline):
                 )
                 encoders = weights_fingerprint(self.vae, self.text_encoder)
                 identity = input_identity(torch.from_numpy(pixels.copy()), prompt, negative_prompt, encoders)
+            # The fast modes' frame stage only records masks: without the subject's tokens PACM skips it.
+            masks_from_pacm = settings.mode == "paper" or separate_mask_pass
             pacm = run_pacm(
                 self.components_view(),
                 latent,
-                embeddings,
+                embeddings if masks_from_pacm else replace(embeddings, subject_token_indices=()),
                 pose_images[0],
                 pose_images[1:],
                 settings,
@@ -414,6 +424,7 @@ class PoseAnimatePipeline(DiffusionPipeline):
                 cache_identity=identity,
                 show_progress=show_progress,
                 state=accelerate_state,
+                frames_in_memory=cache_dir is None,
             )
             if accelerate_state is not None and not accelerate_state.is_main_process:
                 return None
@@ -425,6 +436,11 @@ class PoseAnimatePipeline(DiffusionPipeline):
                     return None
                 returned = callback_on_step_end(self, step, timestep, {"latents": latents})
                 return (returned or {}).get("latents")
+
+            used_masks: list[torch.Tensor] = []  # the masks of the last step, for the face pass
+
+            def keep_masks(step: int, masks: torch.Tensor) -> None:
+                used_masks[:] = [masks]
 
             with counter.stage("generation"):
                 latents = generate_latents(
@@ -439,6 +455,8 @@ class PoseAnimatePipeline(DiffusionPipeline):
                     show_progress=show_progress,
                     on_step=on_step,
                     interrupted=lambda: self.interrupt,
+                    subject_token_indices=embeddings.subject_token_indices,
+                    on_masks=keep_masks,
                 )
             if not torch.isfinite(latents).all():
                 raise ZeroshotError(
@@ -454,7 +472,7 @@ class PoseAnimatePipeline(DiffusionPipeline):
                 reconstruction["frame0_psnr_vs_vae_round_trip"] = psnr(frames[0], round_trip)
                 reconstruction["frame0_psnr_vs_source"] = psnr(frames[0], pixels)
             if face_refinement is not None:
-                masks = None if decoupling is None else [source.mask, *pacm.masks[:, -1].numpy()]
+                masks = None if decoupling is None else [source.mask, *used_masks[0][1:].cpu().numpy()]
                 faces = refine_faces(
                     self.components_view(),
                     frames,
@@ -489,6 +507,7 @@ class PoseAnimatePipeline(DiffusionPipeline):
                 "decoupling": decoupling,
                 "window": window,
                 "mask": mask_origin if decoupling is not None else None,
+                "separate_mask_pass": separate_mask_pass,
                 "pacm": asdict(settings),
             },
             stages=stages,

@@ -10,6 +10,11 @@ runs at every window (frames per UNet call in generation and decoding; PACM chun
 windows change speed and memory only, and the last table checks that the frames are the same to float round-off.
 Every run also refines the faces (`--refine-face`, default strength 0.3, crops of `--size`) and its cost is shown
 beside the base generation's, in UNet evaluations and seconds; `--no-refine-face` leaves it out.
+
+The fast modes make their character masks in generation's own UNet calls; each fast mode also runs once more at the
+first window with the separate PACM mask pass they used before (`separate_mask_pass=True`), and a table sets the two
+side by side: UNet evaluations, the share saved against the expected 2F/(4F+5) (direct) or F/(3F+3)
+(negative-prompt) for F target frames, and seconds.
 """
 
 from __future__ import annotations
@@ -148,6 +153,7 @@ class Run:
 
     mode: str
     window: int
+    separate_mask_pass: bool = False
     stage_rounds: list[dict[str, float]] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     reports: list[dict] = field(default_factory=list)
@@ -236,16 +242,21 @@ def main(args: argparse.Namespace) -> None:
         f"{args.frames} frames, {args.steps} DDIM steps, median of {args.rounds} run(s)"
     )
     runs = [Run(mode, window) for mode in args.modes for window in args.windows]
+    mask_pass_runs = [Run(mode, args.windows[0], separate_mask_pass=True) for mode in args.modes if mode != "paper"]
     # One step of every run first, untimed: mediapipe's graphs, kernels and allocator pools warm up.
-    for run in runs:
+    for run in runs + mask_pass_runs:
         _animate(pipe, image, targets, run, args, steps=1)
     for _ in range(args.rounds):
-        for run in runs:
+        for run in runs + mask_pass_runs:
             if run.failure is None:
                 _animate(pipe, image, targets, run, args, steps=args.steps)
     _print_tables(runs, args, device)
+    mask_pass = _mask_pass_comparison(runs, mask_pass_runs, args.frames - 1)
+    _print_mask_pass(mask_pass, args)
     if args.json is not None:
-        write_json(args.json, _document(runs, args, device, dtype))
+        document = _document(runs, args, device, dtype)
+        document["mask_pass"] = mask_pass
+        write_json(args.json, document)
         print(f"\nwrote {args.json}")
 
 
@@ -293,6 +304,7 @@ def _animate(
             show_progress=sys.stderr.isatty(),
             callback_on_step_end=keep_final_latents,
             face_refinement=faces,
+            separate_mask_pass=run.separate_mask_pass,
         )
     except torch.cuda.OutOfMemoryError:
         run.failure = "out of memory"
@@ -395,6 +407,64 @@ def _print_tables(runs: list[Run], args: argparse.Namespace, device: torch.devic
         "\nuint8 frames from the same mode's at the first window: float round-off only (windows change no result)"
     )
     print(format_table(header, rows))
+
+
+def _mask_pass_comparison(runs: list[Run], mask_pass_runs: list[Run], num_targets: int) -> list[dict]:
+    """Per fast mode, at the first window: UNet evaluations (forward + backward) and seconds with the masks made in
+    generation and with the separate PACM mask pass, the share of evaluations saved, and the share expected."""
+    expected = {
+        "direct": 2 * num_targets / (4 * num_targets + 5),
+        "negative-prompt": num_targets / (3 * num_targets + 3),
+    }
+    rows = []
+    for separate in mask_pass_runs:
+        in_generation = next(run for run in runs if run.mode == separate.mode and run.window == separate.window)
+        if separate.failure is not None or in_generation.failure is not None:
+            continue
+        evaluations, seconds = zip(_without_face(in_generation), _without_face(separate), strict=True)
+        evaluations = dict(zip(("in_generation", "separate"), evaluations, strict=True))
+        seconds = dict(zip(("in_generation", "separate"), seconds, strict=True))
+        rows.append(
+            {
+                "mode": separate.mode,
+                "window": separate.window,
+                "evaluations_in_generation": evaluations["in_generation"],
+                "evaluations_separate_pass": evaluations["separate"],
+                "evaluations_saved": 1 - evaluations["in_generation"] / evaluations["separate"],
+                "evaluations_saved_expected": expected[separate.mode],
+                "seconds_in_generation": seconds["in_generation"],
+                "seconds_separate_pass": seconds["separate"],
+                "speed_up": seconds["separate"] / seconds["in_generation"],
+            }
+        )
+    return rows
+
+
+def _without_face(run: Run) -> tuple[int, float]:
+    """The run's UNet evaluations (forward + backward) and seconds, its face refinement pass left out."""
+    cost = _face_cost(run)
+    if cost is not None:
+        return cost["base_evaluations"], cost["base_seconds"]
+    stages = run.reports[-1]["stages"].values()
+    return sum(stage["forward"] + stage["backward"] for stage in stages), run.total_seconds
+
+
+def _print_mask_pass(rows: list[dict], args: argparse.Namespace) -> None:
+    if not rows:
+        return
+    header = ["mode", "evals: masks in generation", "evals: separate pass", "saved", "expected", "s: in generation"]
+    header += ["s: separate pass", "speed-up"]
+    table = [
+        (row["mode"], row["evaluations_in_generation"], row["evaluations_separate_pass"])
+        + (f"{row['evaluations_saved']:.1%}", f"{row['evaluations_saved_expected']:.1%}")
+        + (row["seconds_in_generation"], row["seconds_separate_pass"], row["speed_up"])
+        for row in rows
+    ]
+    print(
+        f"\nFast modes at window {args.windows[0]}: character masks made in generation's UNet calls against the "
+        "separate\nPACM mask pass (UNet evaluations, forward + backward, and seconds, face refinement left out)"
+    )
+    print(format_table(header, table))
 
 
 def _face_cost(run: Run) -> dict[str, float] | None:

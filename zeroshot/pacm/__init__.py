@@ -42,6 +42,7 @@ _EXPORTS = {
     "PACM_MODES": "settings",
     "STAGES": "settings",
     "PACMSettings": "settings",
+    "StoredFrameEmbeddings": "stored",
 }
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "PACMResult",
     "PACMSettings",
     "StageStats",
+    "StoredFrameEmbeddings",
     "add_pacm_arguments",
     "default_cache_dir",
     "guided_noise",
@@ -79,6 +81,7 @@ if TYPE_CHECKING:
     from .reconstruction import reconstruct_source, relative_error
     from .run import PACMResult, run_pacm
     from .settings import PACM_MODES, STAGES, PACMSettings
+    from .stored import StoredFrameEmbeddings
 
 
 def __getattr__(name: str) -> object:

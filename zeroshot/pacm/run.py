@@ -27,6 +27,7 @@ from .progress import PACMProgress, ProgressReporter
 from .settings import PACMSettings
 from .sharding import FrameSharding
 from .source import SourceConditioning, source_conditioning
+from .stored import StoredFrameEmbeddings
 
 
 @dataclass
@@ -49,8 +50,10 @@ class PACMResult:
             `"unconditional"`; `fixed_embedding` fills the other.
         fixed_embedding (`torch.Tensor`): `[L, D]`.
         source_embeddings (`torch.Tensor`): `[T, L, D]` the source's per-step embeddings `∅_s,t` (frame 0).
-        frame_embeddings (`torch.Tensor | None`): `[F, T, L, D]` on the CPU, each target frame's per-step pose-aware
-            embeddings `∅~_i,t` (paper mode); `None` in the fast modes, where frames use `source_embeddings`.
+        frame_embeddings (`torch.Tensor | StoredFrameEmbeddings | None`): `[F, T, L, D]` on the CPU, each target
+            frame's per-step pose-aware embeddings `∅~_i,t` (paper mode), or, with `frames_in_memory=False`, the same
+            left in the cache files ([`StoredFrameEmbeddings`], indexed as `[frames, step]`); `None` in the fast
+            modes, where frames use `source_embeddings`.
         source_offsets (`torch.Tensor | None`): `[T, 4, h, w]` in direct mode: added to every frame's latent (frame 0
             and the target frames) after sampling step `i`; frame 0 then retraces `latents` exactly.
         attention_maps (`torch.Tensor | None`): `[F, T, h, w]` on the CPU, subject-token cross-attention maps of each
@@ -69,7 +72,7 @@ class PACMResult:
     optimized_slot: str
     fixed_embedding: torch.Tensor
     source_embeddings: torch.Tensor
-    frame_embeddings: torch.Tensor | None
+    frame_embeddings: torch.Tensor | StoredFrameEmbeddings | None
     source_offsets: torch.Tensor | None
     attention_maps: torch.Tensor | None
     masks: torch.Tensor | None
@@ -131,6 +134,7 @@ def run_pacm(
     callback: Callable[[PACMProgress], None] | None = None,
     show_progress: bool = True,
     state: PartialState | None = None,
+    frames_in_memory: bool = True,
 ) -> PACMResult:
     """Runs PoseAnimate's Pose-Aware Control Module (Sec. 3.2, Alg. 1) or one of its fast modes.
 
@@ -173,6 +177,9 @@ def run_pacm(
             the processes; every process returns the full result, after the run's last collective (nothing is left
             in flight). The process group stays the script's: end it on every process with
             `state.destroy_process_group()` once it communicates no more.
+        frames_in_memory (`bool`, *optional*, defaults to `True`): keep the frames' embeddings in one CPU tensor;
+            `False` (needs `cache_dir`) leaves them in their cache files, read a window and a step at a time by
+            [`PACMResult.step_embeddings`], so host memory does not grow with the number of frames.
 
     Returns:
         [`PACMResult`]
@@ -190,6 +197,8 @@ def run_pacm(
     ```
     """
     settings = settings if settings is not None else PACMSettings()
+    if not frames_in_memory and cache_dir is None:
+        raise ValueError("frames_in_memory=False leaves the frames' embeddings in the cache: give a cache_dir.")
     device = components.unet.device
     source_latent, source_poses, target_poses = _validated_inputs(
         components, source_latent, prompt, source_pose, target_poses, device
@@ -221,8 +230,9 @@ def run_pacm(
             shared = (latents.cpu(), _to(source, "cpu")) if sharding.is_main_process else None
             latents, source = sharding.broadcast(shared)
             latents, source = latents.to(device), _to(source, device)
+        kept = ("embeddings", "attention_maps") if frames_in_memory else ("attention_maps",)
         frames = _frames_stage(
-            denoiser, schedule, cache, keys, latents, source, prompt, target_poses, settings, sharding, reporter
+            denoiser, schedule, cache, keys, latents, source, prompt, target_poses, settings, sharding, reporter, kept
         )
     finally:
         reporter.close()
@@ -230,6 +240,9 @@ def run_pacm(
     if sharding.num_processes > 1:
         stats = _summed(sharding.gather([counter.stats]))
     maps = frames.attention_maps
+    frame_embeddings = frames.embeddings
+    if not frames_in_memory and settings.mode == "paper" and num_frames:
+        frame_embeddings = StoredFrameEmbeddings([cache.path("frames", key) for key in keys.frames])
     return PACMResult(
         settings=settings,
         timesteps=schedule.timesteps.to(device),
@@ -237,7 +250,7 @@ def run_pacm(
         optimized_slot=source.optimized_slot,
         fixed_embedding=source.fixed_embedding,
         source_embeddings=source.embeddings,
-        frame_embeddings=frames.embeddings,
+        frame_embeddings=frame_embeddings,
         source_offsets=source.offsets,
         attention_maps=maps,
         masks=character_masks(maps, settings.mask_threshold) if maps is not None else None,
@@ -363,11 +376,12 @@ def _frames_stage(
     settings: PACMSettings,
     sharding: FrameSharding,
     reporter: ProgressReporter,
+    kept: tuple[str, ...],
 ) -> FrameConditioning:
     num_steps, num_frames = len(schedule), len(target_poses)
     if settings.mode != "paper" and not prompt.subject_token_indices:
         return FrameConditioning(embeddings=None, attention_maps=None)  # fast modes compute frames only for masks
-    results = _FrameResults(num_frames)
+    results = _FrameResults(num_frames, kept)
     with denoiser.counter.stage("frames") as stats:
         # The main process decides which frames are pending, so that all processes split the same list.
         if sharding.is_main_process:
@@ -426,16 +440,19 @@ def _frames_stage(
 
 
 class _FrameResults:
-    """Per-frame results on the CPU, each copied into one `[F, ...]` tensor per kind as it comes (from the cache,
-    this process or another), so that no frame is held twice."""
+    """Per-frame results on the CPU, each copied into one `[F, ...]` tensor per kind in `kept` as it comes (from the
+    cache, this process or another), so that no frame is held twice; other kinds stay in the cache files only."""
 
-    def __init__(self, num_frames: int):
+    def __init__(self, num_frames: int, kept: tuple[str, ...]):
         self.num_frames = num_frames
+        self.kept = kept
         self.tensors: dict[str, torch.Tensor] = {}
         self.done: set[int] = set()
 
     def put(self, index: int, tensors: dict[str, torch.Tensor]) -> None:
         for name, tensor in tensors.items():
+            if name not in self.kept:
+                continue
             if name not in self.tensors:
                 self.tensors[name] = torch.empty(self.num_frames, *tensor.shape, dtype=torch.float32)
             self.tensors[name][index] = tensor
