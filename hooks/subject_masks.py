@@ -134,4 +134,3 @@ class InCallSubjectMasks:
             masks[frame] = mask.to(masks.device, masks.dtype)
         self.masks, self._step = masks, self.state.step
         self.state.masks = masks
-

@@ -176,6 +176,8 @@ CASES = [
     ("benchmark", ["qffusion", "--frames", "1"], "argument --frames: 1 must be at least 3"),
     ("benchmark", ["pacm", "--steps", "0"], "argument --steps: 0 must be at least 1"),
     ("benchmark", ["poses", "--frames", "0"], "argument --frames: 0 must be at least 1"),
+    ("benchmark", ["pacm-memory", "--frames", "16", "0"], "argument --frames: 0 must be at least 1"),
+    ("benchmark", ["pacm-memory", "--window", "nan"], "argument --window: 'nan' is not a whole number"),
     ("benchmark", ["pipeline", "--json", "{in}/folder"], "names a folder, but a file is written there"),
     ("benchmark", ["pipeline", "--size", "60"], "--size must be a multiple of 8, got 60"),
     ("benchmark", ["pipeline", "--frames", "1"], "argument --frames: 1 must be at least 2"),

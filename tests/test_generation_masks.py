@@ -84,7 +84,7 @@ class _Float64SubjectMaps:
         key = key.view(batch, key.shape[1], attn.heads, -1).transpose(1, 2)
         probabilities = torch.softmax(query @ key.transpose(-1, -2) * attn.scale, dim=-1)
         mass = probabilities[..., self.tokens].sum(dim=-1).mean(dim=1)
-        side = int(round(queries**0.5))
+        side = round(queries**0.5)
         grid = mass.view(batch, 1, side, side)
         self.maps.append(F.interpolate(grid, size=LATENT, mode="bilinear", align_corners=False)[:, 0])
         return AttnProcessor2_0()(attn, hidden_states, encoder_hidden_states, attention_mask, temb)

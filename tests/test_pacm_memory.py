@@ -171,7 +171,9 @@ def test_frames_left_in_the_cache_hand_out_the_embeddings_of_memory(tiny_compone
     torch.testing.assert_close(result.attention_maps, expected.attention_maps, rtol=0, atol=0)
     for step in range(T):
         for window in ([0, 1, 2], [3, 4, 5], [0, 5, 2]):
-            for got, want in zip(result.step_embeddings(step, window), expected.step_embeddings(step, window)):
+            for got, want in zip(
+                result.step_embeddings(step, window), expected.step_embeddings(step, window), strict=True
+            ):
                 torch.testing.assert_close(got, want, rtol=0, atol=0)
     with pytest.raises(ValueError, match=r"frames_in_memory=False leaves .* give a cache_dir"):
         run_pacm(tiny_components, latent, prompt, source_pose, targets, SETTINGS, frames_in_memory=False)

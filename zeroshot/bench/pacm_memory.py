@@ -18,7 +18,7 @@ import tempfile
 
 import torch
 
-from ..errors import ZeroshotError
+from ..cli import whole_number
 from ..loading import resolve_device
 from ..memory import PeakMemory
 from ..pacm import PACMSettings, run_pacm
@@ -31,18 +31,20 @@ SD15_STEP_FLOATS = 77 * 768
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--frames", type=int, nargs="+", default=[16, 128], help="target frames (default: 16 128)")
-    parser.add_argument("--steps", type=int, default=20, help="DDIM steps on the tiny models (default: %(default)s)")
-    parser.add_argument("--window", type=int, default=16, help="frames generation reads at once (default: 16)")
-    parser.add_argument("--sd15-steps", type=int, default=50, help="steps of the SD-1.5 arithmetic (default: 50)")
+    frames, steps = whole_number(1, 4096), whole_number(1, 1000)
+    parser.add_argument("--frames", type=frames, nargs="+", default=[16, 128], help="target frames (default: 16 128)")
+    parser.add_argument("--steps", type=steps, default=20, help="DDIM steps on the tiny models (default: %(default)s)")
+    parser.add_argument("--window", type=frames, default=16, help="frames generation reads at once (default: 16)")
+    parser.add_argument("--sd15-steps", type=steps, default=50, help="steps of the SD-1.5 arithmetic (default: 50)")
     parser.add_argument(
-        "--rounds", type=int, default=2, help="interleaved runs of each; the last is reported (default: %(default)s)"
+        "--rounds",
+        type=whole_number(1, 100),
+        default=2,
+        help="interleaved runs of each; the last is reported (default: %(default)s)",
     )
 
 
 def main(args: argparse.Namespace) -> None:
-    if min(args.frames) < 1 or min(args.steps, args.window, args.sd15_steps, args.rounds) < 1:
-        raise ZeroshotError("--frames, --steps, --window, --sd15-steps and --rounds must be positive.")
     device = resolve_device("cpu")
     torch.set_num_threads(1)
     components = build_random_components("tiny", seed=0)
