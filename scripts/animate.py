@@ -192,10 +192,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         load_source_pose,
         make_detector,
         require_keypoints,
-        write_openpose_json,
     )
     from zeroshot.poses.pata import MAX_TRANSITION_FRAMES
-    from zeroshot.video import check_output_path, load_image, write_video
+    from zeroshot.video import check_output_path, load_image
 
     # 1. Everything about the inputs is checked, and the source's pose and mask found, before any model loads; what
     # needs no torch first, so that most mistakes are reported before the long imports.
@@ -222,7 +221,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     import numpy as np
     import torch
 
-    from zeroshot.atomic import write_json
     from zeroshot.cli import load_components_from_args
     from zeroshot.poseanimate import UNET_STAGES, PoseAnimatePipeline, prepare_source
 
@@ -234,8 +232,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         _preview_poses(source, poses, args)
         return
     clock["check inputs"] = time.perf_counter() - started - clock["imports"]
-    report_path = out.with_name(f"{out.stem}.report.json")
-    poses_path = out.with_name(f"{out.stem}.poses.json")
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -274,16 +270,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         return  # another process of an `accelerate launch`: the main process writes the output
 
     # 3. The video first, then the files that describe it: a report beside an output means the output is complete.
-    fps = args.fps or getattr(poses, "fps", None) or 8.0
-    write_video(result.frames, out, fps)
-    if result.poses is not None:
-        write_openpose_json(result.poses, poses_path)
-    report = {
-        "output": str(out),
-        "poses_file": str(poses_path) if result.poses is not None else None,
+    details = {
         "command": [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])],
         "seed": args.seed,
-        "fps": fps,
         "image": str(args.image),
         "poses": str(args.poses),
         "model": args.model,
@@ -291,17 +280,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         "dtype": str(pipe.unet.dtype).removeprefix("torch."),
         "mask": (args.mask or "selfie") if decoupling is not None else None,
         "wall_seconds": time.perf_counter() - started,
-        **result.report,
     }
-    write_json(report_path, report)
+    report = result.save(out, args.fps or getattr(poses, "fps", None) or 8.0, details)
     seconds = report["wall_seconds"]
     order = ("poses", "mask", "encode", *UNET_STAGES, "decode")
     ran = result.report["stages"]
     stages = {name: {"seconds": seconds} for name, seconds in clock.items()}
     print(stage_summary(stages | {name: ran[name] for name in order if name in ran}))
     print(
-        f"{out}: {len(result.frames)} frames ({result.num_transition} transition) at {fps:g} fps in {seconds:.1f} s; "
-        f"report: {report_path}"
+        f"{out}: {len(result.frames)} frames ({result.num_transition} transition) at {report['fps']:g} fps in "
+        f"{seconds:.1f} s; report: {out.with_name(f'{out.stem}.report.json')}"
     )
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -88,6 +89,38 @@ class PoseAnimateOutput:
     pose_images: np.ndarray
     num_transition: int
     report: dict = field(default_factory=dict)
+
+    def save(self, path: str | os.PathLike, fps: float, details: dict) -> dict:
+        """Writes the animation as `scripts/animate.py` and the app do: the video at `path` (`.mp4`, `.gif` or a
+        folder of PNG frames), then `NAME.poses.json` (the pose of every frame, when the poses have keypoints), then
+        `NAME.report.json` last, so that a report beside an output means the output is complete.
+
+        Args:
+            path (`str` or `os.PathLike`): where the video goes; missing parent folders are created.
+            fps (`float`): its frame rate.
+            details (`dict`): what the caller adds to the report (command or options, models, inputs).
+
+        Returns:
+            `dict`: the report as written.
+        """
+        from .atomic import write_json
+        from .poses import write_openpose_json
+        from .video import write_video
+
+        path = Path(path)
+        poses_path = path.with_name(f"{path.stem}.poses.json")
+        write_video(self.frames, path, fps)
+        if self.poses is not None:
+            write_openpose_json(self.poses, poses_path)
+        report = {
+            "output": str(path),
+            "poses_file": str(poses_path) if self.poses is not None else None,
+            "fps": fps,
+            **details,
+            **self.report,
+        }
+        write_json(path.with_name(f"{path.stem}.report.json"), report)
+        return report
 
 
 @dataclass

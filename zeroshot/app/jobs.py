@@ -191,7 +191,6 @@ def animate(
     source = prepare_source(image, options.width, options.height, mask="selfie" if decoupling else None)
     _check_face_refinement(options, source.pose, poses)
     out = Path(out_dir) / "animation.mp4"
-    poses_file, report_file = out.with_name("animation.poses.json"), out.with_name("animation.report.json")
 
     pipe = models.pose_animate
     result = pipe(
@@ -210,25 +209,18 @@ def animate(
         cache_dir=models.cache_dir,
         face_refinement=options.face_refinement(),
     )
-    fps = getattr(poses, "fps", None) or DEFAULT_FPS
-    write_video(result.frames, out, fps)
-    if result.poses is not None:
-        write_openpose_json(result.poses, poses_file)
-    report = {
-        "output": str(out),
-        "poses_file": str(poses_file) if result.poses is not None else None,
+    details = {
         "app_options": asdict(options),
         "seed": options.seed,
-        "fps": fps,
         "image": str(image_path),
         "poses": str(poses_path),
         **models.describe(),
         "mask": "selfie" if decoupling is not None else None,
         "wall_seconds": time.perf_counter() - started,
-        **result.report,
     }
-    write_json(report_file, report)
-    return AnimationFiles(out, poses_file if result.poses is not None else None, report_file, key_figures(report))
+    report = result.save(out, getattr(poses, "fps", None) or DEFAULT_FPS, details)
+    poses_file = Path(report["poses_file"]) if report["poses_file"] is not None else None
+    return AnimationFiles(out, poses_file, out.with_name("animation.report.json"), key_figures(report))
 
 
 def key_figures(report: dict) -> dict:
