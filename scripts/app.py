@@ -23,29 +23,25 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from zeroshot.cli import add_model_arguments, run
+from zeroshot.cli import ArgumentParser, add_model_arguments, run, whole_number
 
 logger = logging.getLogger("scripts.app")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from zeroshot.pacm.arguments import default_cache_dir
+    from zeroshot.pacm.arguments import add_cache_arguments
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="app.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=7860, help="port to listen on (default: %(default)s)")
+    parser.add_argument(
+        "--port", type=whole_number(0, 65535), default=7860, help="port to listen on (default: %(default)s)"
+    )
     parser.add_argument(
         "--work-dir", type=Path, help="where each run's files are written (default: a new temporary folder)"
     )
-    parser.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=default_cache_dir(),
-        help="where inversion results are cached, so a second run on the same image skips them (default: %(default)s)",
-    )
-    parser.add_argument("--no-cache", action="store_true", help="cache nothing")
+    add_cache_arguments(parser)
     add_model_arguments(parser)
     return parser
 
@@ -54,8 +50,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     from zeroshot.errors import ZeroshotError
 
-    if not 0 <= args.port <= 65535:
-        raise ZeroshotError(f"--port must be within 0-65535, got {args.port}.")
     _check_address(args.host, args.port)
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="zeroshot-app-"))
     try:
@@ -70,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from zeroshot.app.models import AppModels
     from zeroshot.app.ui import build_app
+    from zeroshot.pacm.arguments import pacm_cache_dir_from_args
 
     models = AppModels.load(
         args.model,
@@ -77,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         device=args.device,
         dtype=args.dtype,
         offline=args.offline,
-        cache_dir=None if args.no_cache else args.cache_dir,
+        cache_dir=pacm_cache_dir_from_args(args),
     )
     app = build_app(models, work_dir)
     logger.info("runs are written to %s", work_dir)

@@ -114,13 +114,18 @@ def add_pacm_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--mask-threshold", type=real_number(0), default=defaults.mask_threshold, help="(default: %(default)s)"
     )
-    group.add_argument(
+    add_cache_arguments(group)
+
+
+def add_cache_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Adds `--cache-dir` and `--no-cache`, where PACM's results are kept (see [`pacm_cache_dir_from_args`])."""
+    parser.add_argument(
         "--cache-dir",
         type=Path,
         default=default_cache_dir(),
         help="where inversion results are cached, so a second run on the same image skips them (default: %(default)s)",
     )
-    group.add_argument("--no-cache", action="store_true", help="cache nothing")
+    parser.add_argument("--no-cache", action="store_true", help="cache nothing")
 
 
 def pacm_settings_from_args(args: argparse.Namespace) -> PACMSettings:
