@@ -31,9 +31,7 @@ logger = logging.getLogger("scripts.app")
 def build_parser() -> argparse.ArgumentParser:
     from zeroshot.pacm.arguments import add_cache_arguments
 
-    parser = ArgumentParser(
-        prog="app.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser(prog="app.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument(
         "--port", type=whole_number(0, 65535), default=7860, help="port to listen on (default: %(default)s)"
